@@ -1,0 +1,5 @@
+"""`python -m watchkeeper`."""
+
+from watchkeeper.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""`watchkeeper demo` commands."""
+
+from watchkeeper.cli.app import app  # noqa: F401

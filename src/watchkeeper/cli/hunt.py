@@ -1,0 +1,3 @@
+"""`watchkeeper hunt` commands."""
+
+from watchkeeper.cli.app import app  # noqa: F401

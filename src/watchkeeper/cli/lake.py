@@ -1,0 +1,3 @@
+"""`watchkeeper lake` commands."""
+
+from watchkeeper.cli.app import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`watchkeeper rules` commands."""
+
+from watchkeeper.cli.app import app  # noqa: F401

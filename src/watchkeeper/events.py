@@ -1,0 +1,137 @@
+"""The event model: core field names and the Arrow batches every source produces.
+
+An event keeps its source-native fields under their own names (what Sigma rules are written
+against) as string columns. Beside them sit a small core named after OCSF attributes and the
+provenance of the record. Core and provenance columns carry a leading underscore so they can
+never collide with a native field (Windows' `User` is not our `user`); the lake's `events` view
+exposes them without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CORE_PREFIX = "_"
+
+#: Core fields every source fills where the record holds them (OCSF-style names).
+CORE_FIELDS: dict[str, pa.DataType] = {
+    "time": pa.timestamp("us", tz="UTC"),
+    "source": pa.string(),
+    "host": pa.string(),
+    "user": pa.string(),
+    "src_ip": pa.string(),
+    "dst_ip": pa.string(),
+    "action": pa.string(),
+    "outcome": pa.string(),
+    "process": pa.string(),
+    "command_line": pa.string(),
+    "file_path": pa.string(),
+    "bytes": pa.int64(),
+}
+
+#: Provenance: the file the record came from (`archive.zip!member` inside archives) and its
+#: record number there (EventRecordID for EVTX, line number for text formats).
+PROVENANCE_FIELDS: dict[str, pa.DataType] = {
+    "file": pa.string(),
+    "record": pa.int64(),
+}
+
+RESERVED: dict[str, pa.DataType] = {**CORE_FIELDS, **PROVENANCE_FIELDS}
+RESERVED_COLUMNS: dict[str, pa.DataType] = {CORE_PREFIX + k: v for k, v in RESERVED.items()}
+
+
+def col(name: str) -> str:
+    """The batch column name of a core or provenance field (`time` -> `_time`)."""
+    return CORE_PREFIX + name
+
+
+def is_native(column: str) -> bool:
+    """Whether a batch column holds a source-native field (not core, not provenance)."""
+    return column not in RESERVED_COLUMNS
+
+
+def native_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
+    """The native field columns of a batch, in order."""
+    return [n for n in batch.schema.names if n not in RESERVED_COLUMNS]
+
+
+def _typed(name: str, values: list[Any], n: int) -> pa.Array:
+    kind = RESERVED_COLUMNS[name]
+    if pa.types.is_timestamp(kind):
+        arr = pa.array(values, type=pa.string()) if values and isinstance(values[0], str) else None
+        if arr is not None:
+            return to_utc_timestamp(arr)
+        return pa.array(values, type=kind)
+    return pa.array(values, type=kind)
+
+
+def to_utc_timestamp(values: pa.Array) -> pa.Array:
+    """Parse ISO 8601 strings (with or without offset; naive means UTC) into UTC timestamps."""
+    try:
+        return pc.cast(values, pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out = []
+    from datetime import UTC, datetime
+
+    for v in values.to_pylist():
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            t = datetime.fromisoformat(v.replace(" ", "T", 1) if "T" not in v else v)
+        except ValueError:
+            out.append(None)
+            continue
+        out.append(t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC))
+    return pa.array(out, type=pa.timestamp("us", tz="UTC"))
+
+
+def batch_from_rows(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
+    """Build one batch from flattened rows.
+
+    Native values must already be strings (or None); reserved keys (`_time`, `_record`, …) keep
+    their core types. Native field names are merged case-insensitively, first spelling wins, and
+    empty strings count as absent, as Sigma tools conventionally treat them.
+    """
+    n = len(rows)
+    if n == 0:
+        return pa.RecordBatch.from_pydict({})
+    struct = pa.array(rows)  # C++ inference over heterogeneous dicts: the union of their keys
+    names: list[str] = []
+    arrays: list[pa.Array] = []
+    by_lower: dict[str, int] = {}
+    for field, arr in zip(struct.type, struct.flatten(), strict=True):
+        name = field.name
+        if name in RESERVED_COLUMNS:
+            if not pa.types.is_null(arr.type) and arr.type != RESERVED_COLUMNS[name]:
+                arr = _typed(name, arr.to_pylist(), n)
+            elif pa.types.is_null(arr.type):
+                arr = pa.nulls(n, RESERVED_COLUMNS[name])
+            names.append(name)
+            arrays.append(arr)
+            continue
+        if not pa.types.is_string(arr.type):
+            arr = arr.cast(pa.string()) if not pa.types.is_null(arr.type) else pa.nulls(n, pa.string())
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+        key = name.lower()
+        if key in by_lower:
+            i = by_lower[key]
+            arrays[i] = pc.coalesce(arrays[i], arr)
+            continue
+        by_lower[key] = len(names)
+        names.append(name)
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def iter_rows(batch: pa.RecordBatch, columns: Iterable[str] | None = None) -> Iterable[dict[str, Any]]:
+    """Rows of a batch as dicts, absent values left out (for output, never on a hot path)."""
+    names = list(columns) if columns is not None else batch.schema.names
+    data = {n: batch.column(n).to_pylist() for n in names}
+    for i in range(batch.num_rows):
+        yield {n: data[n][i] for n in names if data[n][i] is not None}

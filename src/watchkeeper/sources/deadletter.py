@@ -1,0 +1,54 @@
+"""The dead letter: records that could not be read, with where and why; nothing is lost silently."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+RAW_LIMIT = 4096
+
+
+class DeadLetter:
+    """Counts unreadable records and appends each, with its reason, to a JSON-lines file."""
+
+    def __init__(self, path: Path | None = None, announce: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.announce = announce
+        self.count = 0
+        self.by_file: Counter[str] = Counter()
+        self._fh: IO[bytes] | None = None
+
+    def add(self, file: str, record: int | None, reason: str, raw: bytes | str | None = None) -> None:
+        """Record one unreadable record (or whole file, with `record=None`)."""
+        self.count += 1
+        self.by_file[file] += 1
+        where = f"{file}, record {record}" if record is not None else file
+        if self.announce is not None:
+            self.announce(f"{where}: {reason}")
+        if self.path is None:
+            return
+        entry: dict[str, object] = {"file": file, "record": record, "reason": reason}
+        if isinstance(raw, bytes):
+            try:
+                entry["raw"] = raw[:RAW_LIMIT].decode("utf-8")
+            except UnicodeDecodeError:
+                entry["raw_base64"] = base64.b64encode(raw[:RAW_LIMIT]).decode("ascii")
+        elif raw is not None:
+            entry["raw"] = raw[:RAW_LIMIT]
+        if raw is not None and len(raw) > RAW_LIMIT:
+            entry["truncated_from"] = len(raw)
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("ab")
+        self._fh.write(orjson.dumps(entry) + b"\n")
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
