@@ -75,8 +75,9 @@ def to_utc_timestamp(values: pa.Array) -> pa.Array:
         return pc.cast(values, pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    out = []
     from datetime import UTC, datetime
+
+    out: list[datetime | None] = []
 
     for v in values.to_pylist():
         if v is None:

@@ -1,0 +1,114 @@
+"""Run compiled Sigma rules over event batches: logsource prefilter, then vectorised matching.
+
+Each source declares which Sigma logsources its events answer (`Source.logsources`). For a batch
+of a source the engine selects, per logsource mapping, the rows the mapping's conditions admit
+(Sysmon EventID 1, Security 4688 …) and runs only the rules that mapping serves, so a rule never
+sees an event it could not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.detect.sigma.evaluate import BatchMatcher
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, Match, Node, Op
+from watchkeeper.events import col
+from watchkeeper.sources.base import LogSourceMapping, Source
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A rule and the batch rows it matched."""
+
+    rule: CompiledRule
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Step:
+    mapping: LogSourceMapping
+    selector: Node | None  # None: every row of the batch
+    rules: tuple[CompiledRule, ...]
+
+
+def serving_mappings(rule: CompiledRule, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
+    """The mappings of a source that can feed `rule`; an unconditional one covers all the others."""
+    ls = rule.logsource
+    serving = [m for m in mappings if m.serves(ls.product, ls.category, ls.service)]
+    broad = [m for m in serving if not m.conditions and not m.renames]
+    return broad[:1] if broad else serving
+
+
+class SigmaEngine:
+    """Evaluates a rule set over batches of any registered source."""
+
+    def __init__(self, rules: Iterable[CompiledRule], registry: Mapping[str, type[Source]]) -> None:
+        self.rules = list(rules)
+        self.registry = dict(registry)
+        self._plans: dict[str, list[_Step]] = {}
+
+    def sources_for(self, rule: CompiledRule) -> list[str]:
+        """Names of the registered sources whose events this rule can run on."""
+        return [name for name, src in sorted(self.registry.items()) if serving_mappings(rule, src.logsources)]
+
+    def plan(self, source_name: str) -> list[_Step]:
+        """Which rules run on which row selection for batches of `source_name` (computed once)."""
+        if source_name in self._plans:
+            return self._plans[source_name]
+        src = self.registry.get(source_name)
+        steps: list[_Step] = []
+        if src is not None:
+            by_mapping: dict[int, list[CompiledRule]] = {}
+            for rule in self.rules:
+                for m in serving_mappings(rule, src.logsources):
+                    by_mapping.setdefault(id(m), []).append(rule)
+            for m in src.logsources:
+                if id(m) in by_mapping:
+                    steps.append(_Step(m, _selector(m), tuple(by_mapping[id(m)])))
+        self._plans[source_name] = steps
+        return steps
+
+    def detect(self, batch: pa.RecordBatch) -> list[Hit]:
+        """All (rule, rows) matches in one batch of a single source."""
+        if batch.num_rows == 0:
+            return []
+        source_name = batch.column(col("source"))[0].as_py()
+        whole = BatchMatcher(batch)
+        found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
+        for step in self.plan(source_name):
+            if step.selector is None:
+                rows = None
+                matcher = whole if not step.mapping.renames else BatchMatcher(batch, step.mapping.renames)
+            else:
+                mask = whole.evaluate(step.selector)
+                if not mask.any():
+                    continue
+                rows = np.flatnonzero(mask)
+                sub = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
+                matcher = BatchMatcher(sub, step.mapping.renames)
+            for rule in step.rules:
+                res = matcher.evaluate(rule.condition)
+                if res.any():
+                    hit_rows = np.flatnonzero(res)
+                    if rows is not None:
+                        hit_rows = rows[hit_rows]
+                    found.setdefault(rule.id + "\0" + rule.path, (rule, []))[1].append(hit_rows)
+        hits = []
+        for rule, parts in found.values():
+            rows_all = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            hits.append(Hit(rule, rows_all))
+        return hits
+
+
+def _selector(m: LogSourceMapping) -> Node | None:
+    if not m.conditions:
+        return None
+    leaves = tuple(
+        Match(column, Op.EQ, tuple(sorted({v.lower() for v in values})))
+        for column, values in sorted(m.conditions.items())
+    )
+    return leaves[0] if len(leaves) == 1 else And(leaves)

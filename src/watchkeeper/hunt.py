@@ -1,0 +1,198 @@
+"""`hunt`: run Sigma rules over files and archives and report what they find.
+
+Sources stream batches; small batches of one source are coalesced so per-batch work (one pass
+per rule) is amortised; detections stream to a sink, so memory stays bounded however large the
+input and however many detections there are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.detect.levels import level_rank, tactics_of
+from watchkeeper.detect.sigma.engine import Hit, SigmaEngine
+from watchkeeper.detect.sigma.loader import RuleProblem, RuleSet, load_rules
+from watchkeeper.detect.sigma.nodes import CompiledRule
+from watchkeeper.events import col, native_columns
+from watchkeeper.sources import load_all
+from watchkeeper.sources.deadletter import DeadLetter
+
+COALESCE_ROWS = 32768
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One rule matching one event, with what an analyst needs to judge it."""
+
+    rule_id: str
+    rule_title: str
+    level: str
+    tags: tuple[str, ...]
+    time: str | None
+    host: str | None
+    source: str
+    source_file: str
+    record: int | None
+    event: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON and CSV writers."""
+        return {
+            "rule_id": self.rule_id, "rule_title": self.rule_title, "level": self.level,
+            "tags": list(self.tags), "time": self.time, "host": self.host, "source": self.source,
+            "source_file": self.source_file, "record": self.record, "event": self.event,
+        }
+
+
+@dataclass
+class HuntOptions:
+    """What to hunt over and with which rules."""
+
+    paths: list[Path]
+    rules: list[Path]
+    min_level: str | None = None
+    dead_letter: Path | None = None
+    placeholders: dict[str, list[str]] = field(default_factory=dict)
+    use_cache: bool = True
+
+
+@dataclass
+class HuntStats:
+    """Counters for the summary: what was read, loaded and found."""
+
+    events: int = 0
+    members: int = 0
+    dead_letters: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    rules_loaded: int = 0
+    rules_skipped_level: int = 0
+    rules_without_source: int = 0
+    problems: list[RuleProblem] = field(default_factory=list)
+    by_level: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    by_host: Counter[str] = field(default_factory=Counter)
+    by_tactic: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    matched_events: set[tuple[str, int | None]] = field(default_factory=set)
+
+
+Sink = Callable[[Detection], None]
+
+
+def select_rules(ruleset: RuleSet, min_level: str | None) -> list[CompiledRule]:
+    """The rules at or above `min_level`."""
+    if min_level is None:
+        return ruleset.rules
+    floor = level_rank(min_level)
+    return [r for r in ruleset.rules if level_rank(r.level) >= floor]
+
+
+def run_hunt(
+    options: HuntOptions,
+    sink: Sink,
+    on_member: Callable[[Any, str], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+    batches: Iterable[pa.RecordBatch] | None = None,
+) -> HuntStats:
+    """Hunt `options.paths` (or the given `batches`) with `options.rules`; detections go to `sink`."""
+    from watchkeeper.sources.autodetect import read_inputs
+
+    started = time.perf_counter()
+    stats = HuntStats()
+    ruleset = load_rules(options.rules, options.placeholders, use_cache=options.use_cache)
+    rules = select_rules(ruleset, options.min_level)
+    engine = SigmaEngine(rules, load_all())
+    stats.rules_loaded = len(ruleset.rules)
+    stats.rules_skipped_level = len(ruleset.rules) - len(rules)
+    stats.rules_without_source = sum(1 for r in rules if not engine.sources_for(r))
+    stats.problems = ruleset.problems
+
+    dead = DeadLetter(options.dead_letter, announce)
+
+    def counted_member(member: Any, source: str) -> None:
+        stats.members += 1
+        if on_member is not None:
+            on_member(member, source)
+
+    try:
+        stream = batches if batches is not None else read_inputs(options.paths, dead, on_member=counted_member)
+        for batch in coalesce(stream, COALESCE_ROWS):
+            stats.events += batch.num_rows
+            stats.by_source[batch.column(col("source"))[0].as_py()] += batch.num_rows
+            for hit in engine.detect(batch):
+                for det in detections_of(batch, hit):
+                    _count(stats, det)
+                    sink(det)
+    finally:
+        dead.close()
+    stats.dead_letters = dead.count
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _count(stats: HuntStats, det: Detection) -> None:
+    stats.detections += 1
+    stats.by_level[det.level] += 1
+    stats.by_rule[(det.rule_id, det.rule_title, det.level)] += 1
+    if det.host:
+        stats.by_host[det.host] += 1
+    for tactic in tactics_of(det.tags):
+        stats.by_tactic[tactic] += 1
+    stats.matched_events.add((det.source_file, det.record))
+
+
+def coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Merge consecutive small batches of the same source into batches of about `rows` rows."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    pending_source: str | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        source = batch.column(col("source"))[0].as_py()
+        if pending and (source != pending_source or pending_rows + batch.num_rows > rows):
+            yield _merge(pending)
+            pending, pending_rows = [], 0
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        pending_source = source
+    if pending:
+        yield _merge(pending)
+
+
+def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+    return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
+
+
+def detections_of(batch: pa.RecordBatch, hit: Hit) -> Iterator[Detection]:
+    """One Detection per matched row, carrying the row's fields as read."""
+    rows = batch.take(pa.array(hit.rows.astype(np.int64)))
+    natives = native_columns(rows)
+    data = {n: rows.column(n).to_pylist() for n in natives}
+    times = rows.column(col("time")).to_pylist() if col("time") in rows.schema.names else [None] * len(hit.rows)
+    hosts = rows.column(col("host")).to_pylist() if col("host") in rows.schema.names else [None] * len(hit.rows)
+    files = rows.column(col("file")).to_pylist()
+    records = rows.column(col("record")).to_pylist() if col("record") in rows.schema.names else [None] * len(hit.rows)
+    sources = rows.column(col("source")).to_pylist()
+    rule = hit.rule
+    for i in range(rows.num_rows):
+        t = times[i]
+        yield Detection(
+            rule_id=rule.id, rule_title=rule.title, level=rule.level, tags=rule.tags,
+            time=t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else t,
+            host=hosts[i], source=sources[i], source_file=files[i], record=records[i],
+            event={n: data[n][i] for n in natives if data[n][i] is not None},
+        )
