@@ -62,9 +62,9 @@ def native_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
 def _typed(name: str, values: list[Any], n: int) -> pa.Array:
     kind = RESERVED_COLUMNS[name]
     if pa.types.is_timestamp(kind):
-        arr = pa.array(values, type=pa.string()) if values and isinstance(values[0], str) else None
-        if arr is not None:
-            return to_utc_timestamp(arr)
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, str):
+            return to_utc_timestamp(pa.array(values, type=pa.string()))
         return pa.array(values, type=kind)
     return pa.array(values, type=kind)
 

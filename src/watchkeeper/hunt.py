@@ -129,10 +129,9 @@ def run_hunt(
         for batch in coalesce(stream, COALESCE_ROWS):
             stats.events += batch.num_rows
             stats.by_source[batch.column(col("source"))[0].as_py()] += batch.num_rows
-            for hit in engine.detect(batch):
-                for det in detections_of(batch, hit):
-                    _count(stats, det)
-                    sink(det)
+            for det in detections_of(batch, engine.detect(batch)):
+                _count(stats, det)
+                sink(det)
     finally:
         dead.close()
     stats.dead_letters = dead.count
@@ -177,22 +176,33 @@ def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
 
 
-def detections_of(batch: pa.RecordBatch, hit: Hit) -> Iterator[Detection]:
-    """One Detection per matched row, carrying the row's fields as read."""
-    rows = batch.take(pa.array(hit.rows.astype(np.int64)))
+def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]:
+    """One Detection per (rule, matched row); each matched row is converted to Python once."""
+    if not hits:
+        return
+    wanted = np.unique(np.concatenate([h.rows for h in hits]))
+    rows = batch.take(pa.array(wanted.astype(np.int64)))
+    position = {int(r): i for i, r in enumerate(wanted)}
     natives = native_columns(rows)
-    data = {n: rows.column(n).to_pylist() for n in natives}
-    times = rows.column(col("time")).to_pylist() if col("time") in rows.schema.names else [None] * len(hit.rows)
-    hosts = rows.column(col("host")).to_pylist() if col("host") in rows.schema.names else [None] * len(hit.rows)
-    files = rows.column(col("file")).to_pylist()
-    records = rows.column(col("record")).to_pylist() if col("record") in rows.schema.names else [None] * len(hit.rows)
-    sources = rows.column(col("source")).to_pylist()
-    rule = hit.rule
-    for i in range(rows.num_rows):
-        t = times[i]
-        yield Detection(
-            rule_id=rule.id, rule_title=rule.title, level=rule.level, tags=rule.tags,
-            time=t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else t,
-            host=hosts[i], source=sources[i], source_file=files[i], record=records[i],
-            event={n: data[n][i] for n in natives if data[n][i] is not None},
-        )
+    data = [rows.column(n).to_pylist() for n in natives]
+    names = rows.schema.names
+
+    def core(name: str) -> list[Any]:
+        return rows.column(col(name)).to_pylist() if col(name) in names else [None] * rows.num_rows
+
+    times, hosts, files, records, sources = (core(n) for n in ("time", "host", "file", "record", "source"))
+    events: dict[int, dict[str, Any]] = {}
+    for hit in hits:
+        rule = hit.rule
+        for r in hit.rows:
+            i = position[int(r)]
+            event = events.get(i)
+            if event is None:
+                event = events[i] = {n: values[i] for n, values in zip(natives, data, strict=True)
+                                     if values[i] is not None}
+            t = times[i]
+            yield Detection(
+                rule_id=rule.id, rule_title=rule.title, level=rule.level, tags=rule.tags,
+                time=t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else t,
+                host=hosts[i], source=sources[i], source_file=files[i], record=records[i], event=event,
+            )

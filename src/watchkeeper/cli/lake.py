@@ -1,3 +1,155 @@
-"""`watchkeeper lake` commands."""
+"""`watchkeeper ingest`, `watchkeeper query` and `watchkeeper lake compact`: the event lake."""
 
-from watchkeeper.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+from rich.table import Table
+
+from watchkeeper.cli.app import app, console, fail, warn
+from watchkeeper.lake import Lake, LakeWriter, compact, layout
+from watchkeeper.sources.deadletter import DeadLetter
+
+lake_app = typer.Typer(help="Maintain the event lake.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+#: Table output shows at most this many rows; csv and json stream everything.
+TABLE_ROWS = 200
+#: Rows per Arrow batch when streaming csv or json.
+STREAM_ROWS = 16 * 1024
+#: Dead-lettered files named in the ingest summary.
+DEAD_FILES_SHOWN = 10
+
+
+class Format(StrEnum):
+    """Output formats of `watchkeeper query`."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+LAKE_OPTION = typer.Option(..., "--lake", help="Lake directory.", file_okay=False)
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files, directories or archives to ingest.", exists=True),
+    lake: Path = LAKE_OPTION,
+    retention: int | None = typer.Option(
+        None, "--retention", min=0, help="Drop partitions (and skip events) older than this many days."
+    ),
+    dead_letter: Path | None = typer.Option(
+        None, "--dead-letter", help="Append unreadable records, with the reason, to this JSON-lines file."
+    ),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Events per batch."),
+) -> None:
+    """Write events into the lake (Parquet by source and day); ingesting twice adds nothing."""
+    from watchkeeper.sources.autodetect import read_inputs  # the sources are optional for query
+
+    dead = DeadLetter(dead_letter)
+    try:
+        with LakeWriter(lake, retention_days=retention) as writer:
+            for batch in read_inputs([str(p) for p in paths], dead, batch_size=batch_size):
+                writer.write(batch)
+    finally:
+        dead.close()
+    stats = writer.stats
+    table = Table(title=f"ingested into {lake}")
+    for name in ("source", "read", "written", "duplicates", "expired"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    for source, s in sorted(stats.sources.items()):
+        table.add_row(source, f"{s.read:,}", f"{s.written:,}", f"{s.duplicates:,}", f"{s.expired:,}")
+    total = [
+        sum(getattr(s, k) for s in stats.sources.values())
+        for k in ("read", "written", "duplicates", "expired")
+    ]
+    table.add_row("[bold]total[/bold]", *(f"{v:,}" for v in total))
+    console.print(table)
+    console.print(
+        f"files written {stats.files_written}, compacted {stats.files_compacted}, "
+        f"partitions expired {stats.partitions_expired}, leftovers removed {stats.leftovers_removed}, "
+        f"dead letters {dead.count}"
+    )
+    for file, count in dead.by_file.most_common(DEAD_FILES_SHOWN):
+        warn(f"{file}: {count} unreadable record(s)" + (f", see {dead_letter}" if dead_letter else ""))
+
+
+def _print_table(reader: pa.RecordBatchReader) -> None:
+    rows: list[dict[str, Any]] = []
+    for batch in reader:
+        rows.extend(batch.slice(0, TABLE_ROWS + 1 - len(rows)).to_pylist())
+        if len(rows) > TABLE_ROWS:
+            break
+    table = Table(*reader.schema.names)
+    for row in rows[:TABLE_ROWS]:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
+    if len(rows) > TABLE_ROWS:
+        warn(f"only the first {TABLE_ROWS} rows are shown; use --format csv or json for all")
+
+
+def _write_stream(reader: pa.RecordBatchReader, fmt: Format) -> None:
+    out = sys.stdout.buffer
+    if fmt is Format.csv:
+        with pacsv.CSVWriter(out, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+        return
+    for batch in reader:
+        # JSON lines: one object per row, streamed; orjson writes datetimes as ISO 8601.
+        out.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in batch.to_pylist()))
+    out.flush()
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(
+        ..., help="DuckDB SQL over `events` and one view per source (`aws_cloudtrail` …)."
+    ),
+    lake: Path = LAKE_OPTION,
+    fmt: Format = typer.Option(Format.table, "--format", help="table (Rich), csv or json (JSON lines)."),
+) -> None:
+    """Run SQL over the lake (read-only)."""
+    if not lake.is_dir():
+        fail(f"no lake at {lake}")
+    con = Lake(lake).connect()
+    try:
+        relation = con.sql(sql)
+        if relation is None:
+            return
+        reader = relation.to_arrow_reader(STREAM_ROWS)
+        if fmt is Format.table:
+            _print_table(reader)
+        else:
+            _write_stream(reader, fmt)
+    except (duckdb.Error, pa.ArrowException) as exc:
+        fail(f"query failed: {' '.join(str(exc).split())}")
+    finally:
+        con.close()
+
+
+@lake_app.command("compact")
+def compact_command(
+    lake: Path = LAKE_OPTION,
+    min_files: int = typer.Option(
+        2, "--min-files", min=2, help="Compact partitions with at least this many small files."
+    ),
+) -> None:
+    """Merge each partition's small files into one (ingest does this itself at 8 files)."""
+    if not lake.is_dir():
+        fail(f"no lake at {lake}")
+    merged = 0
+    with layout.writer_lock(lake):
+        layout.recover(lake)
+        for _partition, directory in list(layout.partitions(lake)):
+            merged += compact(directory, min_files)
+    console.print(f"merged {merged} files")

@@ -6,11 +6,12 @@ from watchkeeper.errors import ConfigError
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 
-#: ATT&CK enterprise tactics as Sigma tags spell them (`attack.defense-evasion`).
+#: ATT&CK enterprise tactics as Sigma tags spell them (`attack.defense-evasion`), with the
+#: v18 split of defense evasion into `stealth` and `defense-impairment` that SigmaHQ now uses.
 TACTICS = (
     "reconnaissance", "resource-development", "initial-access", "execution", "persistence",
-    "privilege-escalation", "defense-evasion", "credential-access", "discovery", "lateral-movement",
-    "collection", "command-and-control", "exfiltration", "impact",
+    "privilege-escalation", "defense-evasion", "stealth", "defense-impairment", "credential-access",
+    "discovery", "lateral-movement", "collection", "command-and-control", "exfiltration", "impact",
 )
 
 

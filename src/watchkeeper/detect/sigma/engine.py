@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import BatchMatcher
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, Match, Node, Op
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, LiteralIndex
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -35,9 +35,26 @@ class _Step:
     rules: tuple[CompiledRule, ...]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    steps: list[_Step]
+    literals: LiteralIndex
+
+
 def serving_mappings(rule: CompiledRule, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
     """The mappings of a source that can feed `rule`; an unconditional one covers all the others."""
-    ls = rule.logsource
+    key = (rule.logsource, id(mappings))
+    found = _SERVING.get(key)
+    if found is None:
+        found = _SERVING[key] = _serving(rule.logsource, mappings)
+    return found
+
+
+# Rules share few distinct logsources; sources' mapping tables live as long as the process.
+_SERVING: dict[tuple[LogSource, int], list[LogSourceMapping]] = {}
+
+
+def _serving(ls: LogSource, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
     serving = [m for m in mappings if m.serves(ls.product, ls.category, ls.service)]
     broad = [m for m in serving if not m.conditions and not m.renames]
     return broad[:1] if broad else serving
@@ -49,13 +66,19 @@ class SigmaEngine:
     def __init__(self, rules: Iterable[CompiledRule], registry: Mapping[str, type[Source]]) -> None:
         self.rules = list(rules)
         self.registry = dict(registry)
-        self._plans: dict[str, list[_Step]] = {}
+        self._plans: dict[str, _Plan] = {}
+        self._sources: dict[LogSource, list[str]] = {}
 
     def sources_for(self, rule: CompiledRule) -> list[str]:
         """Names of the registered sources whose events this rule can run on."""
-        return [name for name, src in sorted(self.registry.items()) if serving_mappings(rule, src.logsources)]
+        found = self._sources.get(rule.logsource)
+        if found is None:
+            found = self._sources[rule.logsource] = [
+                name for name, src in sorted(self.registry.items()) if serving_mappings(rule, src.logsources)
+            ]
+        return found
 
-    def plan(self, source_name: str) -> list[_Step]:
+    def plan(self, source_name: str) -> _Plan:
         """Which rules run on which row selection for batches of `source_name` (computed once)."""
         if source_name in self._plans:
             return self._plans[source_name]
@@ -69,27 +92,29 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     steps.append(_Step(m, _selector(m), tuple(by_mapping[id(m)])))
-        self._plans[source_name] = steps
-        return steps
+        conditions = list({r.id + r.path: r.condition for s in steps for r in s.rules}.values())
+        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(conditions))
+        return plan
 
     def detect(self, batch: pa.RecordBatch) -> list[Hit]:
         """All (rule, rows) matches in one batch of a single source."""
         if batch.num_rows == 0:
             return []
         source_name = batch.column(col("source"))[0].as_py()
-        whole = BatchMatcher(batch)
+        plan = self.plan(source_name)
+        columns = BatchColumns(batch, plan.literals)
+        whole = BatchMatcher(columns)
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
-        for step in self.plan(source_name):
+        for step in plan.steps:
             if step.selector is None:
                 rows = None
-                matcher = whole if not step.mapping.renames else BatchMatcher(batch, step.mapping.renames)
+                matcher = BatchMatcher(columns, step.mapping.renames)
             else:
                 mask = whole.evaluate(step.selector)
                 if not mask.any():
                     continue
                 rows = np.flatnonzero(mask)
-                sub = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
-                matcher = BatchMatcher(sub, step.mapping.renames)
+                matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
             for rule in step.rules:
                 res = matcher.evaluate(rule.condition)
                 if res.any():

@@ -20,29 +20,152 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import ahocorasick_rs
+
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
 from watchkeeper.events import RESERVED_COLUMNS
 
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 
+#: Leaves whose values are literals that must occur in the field for the leaf to hold.
+LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
+
+
+MIN_LITERAL = 3  # shorter literals would match almost everywhere: left to the string kernels
+
+
+class LiteralHits:
+    """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
+
+    __slots__ = ("_at_end", "_at_start", "_ids", "_pids", "_unique", "n_unique")
+
+    def __init__(self, ids: Mapping[str, int], pids: np.ndarray, unique: np.ndarray, at_start: np.ndarray,
+                 at_end: np.ndarray, n_unique: int) -> None:
+        self._ids = ids
+        self._pids = pids  # pattern id of each occurrence, sorted
+        self._unique = unique  # which distinct value it occurs in
+        self._at_start = at_start
+        self._at_end = at_end
+        self.n_unique = n_unique
+
+    def evaluate(self, m: Match) -> BoolArray:
+        """A literal leaf over the distinct values, from the recorded occurrences alone."""
+        out = np.zeros(self.n_unique, dtype=bool)
+        if len(self._pids) == 0:
+            return out
+        for v in m.values:
+            pid = self._ids.get(v)
+            if pid is None:
+                continue
+            lo, hi = np.searchsorted(self._pids, (pid, pid + 1))
+            if lo == hi:
+                continue
+            unique = self._unique[lo:hi]
+            if m.op is Op.CONTAINS:
+                out[unique] = True
+            elif m.op is Op.STARTSWITH:
+                out[unique[self._at_start[lo:hi]]] = True
+            elif m.op is Op.ENDSWITH:
+                out[unique[self._at_end[lo:hi]]] = True
+            else:
+                out[unique[self._at_start[lo:hi] & self._at_end[lo:hi]]] = True
+        return out
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class LiteralIndex:
+    """Every literal the rules look for, per field, in one Aho–Corasick automaton per field.
+
+    One scan of a column's distinct values finds every occurrence of every literal of every rule
+    on that field; from the occurrences alone `contains`, `startswith`, `endswith` and equality
+    leaves are decided without running one string kernel per leaf. Built once per rule set and
+    logsource, used for every batch.
+    """
+
+    def __init__(self, nodes: list[Node]) -> None:
+        literals: dict[str, set[str]] = {}
+        for node in nodes:
+            _collect_literals(node, literals)
+        self._patterns = {f: sorted(v) for f, v in literals.items()}
+        self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
+        self._automata: dict[str, ahocorasick_rs.BytesAhoCorasick] = {}
+
+    def covers(self, m: Match, key: str) -> bool:
+        """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
+        if m.op not in LITERAL_OPS or m.cased:
+            return False
+        ids = self._ids.get(key)
+        return ids is not None and all(v in ids for v in m.values)
+
+    def scan(self, field: str, lowered: pa.Array) -> LiteralHits | None:
+        """Occurrences of the field's literals in lower-cased distinct values (None: no literals)."""
+        patterns = self._patterns.get(field)
+        if not patterns:
+            return None
+        ac = self._automata.get(field)
+        if ac is None:
+            ac = self._automata[field] = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in patterns])
+        n = len(lowered)
+        ids = self._ids[field]
+        none = LiteralHits(ids, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n)
+        if n == 0:
+            return none
+        offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
+        base = int(offsets[0])
+        data = memoryview(lowered.buffers()[2]).cast("B")[base : int(offsets[-1])]
+        found = ac.find_matches_as_indexes(data, overlapping=True)
+        if not found:
+            return none
+        hits = np.array(found, dtype=np.int64).reshape(-1, 3)
+        rel = offsets.astype(np.int64) - base
+        unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
+        keep = hits[:, 2] <= rel[unique + 1]  # a match across two values is not a match
+        hits, unique = hits[keep], unique[keep]
+        order = np.argsort(hits[:, 0], kind="stable")
+        hits, unique = hits[order], unique[order]
+        return LiteralHits(ids, hits[:, 0], unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1], n)
+
+
+def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
+    if isinstance(node, Match):
+        if node.op in LITERAL_OPS and not node.cased:
+            # Keyword searches (no field) index under "", scanned in every column.
+            out.setdefault((node.field or "").lower(), set()).update(
+                v for v in node.values if len(v.encode()) >= MIN_LITERAL
+            )
+    elif isinstance(node, (And, Or)):
+        for child in node.children:
+            _collect_literals(child, out)
+    elif isinstance(node, Not):
+        _collect_literals(node.child, out)
+
 
 class _Column:
-    """One column prepared for matching: distinct values (as read and lower-cased) and row codes."""
+    """One column prepared for matching: distinct values (as read and lower-cased) and row codes.
 
-    __slots__ = ("codes", "lowered", "present", "uniques")
+    Null rows point at one extra slot (`len(uniques)`) that every leaf sets to False.
+    """
+
+    __slots__ = ("codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
 
     def __init__(self, array: pa.Array) -> None:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
         encoded = pc.dictionary_encode(array, null_encoding="mask")
         self.uniques: pa.Array = encoded.dictionary
-        n_unique = len(self.uniques)
-        # Null rows point at one extra slot that every leaf sets to False.
-        self.codes: np.ndarray = (
-            pc.fill_null(encoded.indices, n_unique).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
-        )
-        self.present: BoolArray = self.codes != n_unique
+        self.n_unique = n_unique = len(self.uniques)
+        indices = encoded.indices
+        codes = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
+        if indices.null_count:
+            valid = np.asarray(indices.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            self.codes: np.ndarray = np.where(valid, codes, n_unique).astype(np.intp)
+        else:
+            self.codes = codes.astype(np.intp)
         self.lowered: pa.Array | None = None
+        self.hits: dict[str, LiteralHits | None] = {}  # literal scans, by index key
+        self.on_uniques: dict[Match, BoolArray] = {}  # leaf results over the distinct values
 
     def lower(self) -> pa.Array:
         """The distinct values lower-cased (computed on first use)."""
@@ -50,38 +173,79 @@ class _Column:
             self.lowered = pc.utf8_lower(self.uniques)
         return self.lowered
 
-    def spread(self, on_uniques: BoolArray) -> BoolArray:
-        """Row results from results over the distinct values."""
-        return np.append(on_uniques, False)[self.codes]
+
+class BatchColumns:
+    """The columns of one batch, prepared once and shared by every logsource step over it."""
+
+    def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None) -> None:
+        self.batch = batch
+        self.literals = literals
+        self.names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
+        # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
+        self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
+        self._columns: dict[str, _Column] = {}
+
+    def get(self, name: str) -> _Column:
+        """The prepared column called exactly `name` (which must exist)."""
+        found = self._columns.get(name)
+        if found is None:
+            found = self._columns[name] = _Column(self.batch.column(name))
+        return found
+
+    def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray:
+        """A value-level leaf result over a column's distinct values (plus the null slot), memoised."""
+        found = column.on_uniques.get(m)
+        if found is not None:
+            return found
+        result: BoolArray | None = None
+        if self.literals is not None and self.literals.covers(m, index_key):
+            if index_key not in column.hits:
+                column.hits[index_key] = self.literals.scan(index_key, column.lower())
+            hits = column.hits[index_key]
+            if hits is not None:
+                result = hits.evaluate(m)
+        if result is None:
+            result = match_values(column.uniques if m.cased else column.lower(), m)
+        found = column.on_uniques[m] = np.append(result, False)
+        return found
 
 
 class BatchMatcher:
-    """Evaluates conditions over one batch, remembering columns and leaves it has computed."""
+    """Evaluates conditions over some rows of a batch, remembering the leaves it has computed."""
 
-    def __init__(self, batch: pa.RecordBatch, renames: Mapping[str, str] | None = None) -> None:
-        self.batch = batch
-        self.n = batch.num_rows
-        self._names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
+    def __init__(
+        self,
+        columns: BatchColumns | pa.RecordBatch,
+        renames: Mapping[str, str] | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        self.columns = columns if isinstance(columns, BatchColumns) else BatchColumns(columns)
+        self._rows = rows
+        self.n = self.columns.batch.num_rows if rows is None else len(rows)
         self._renames = {k.lower(): v for k, v in (renames or {}).items()}
-        self._columns: dict[str, _Column | None] = {}
+        self._codes: dict[str, tuple[_Column, np.ndarray] | None] = {}
         self._leaves: dict[Match, BoolArray] = {}
         self._false = np.zeros(self.n, dtype=bool)
         self._true = np.ones(self.n, dtype=bool)
 
-    def column(self, field: str) -> _Column | None:
-        """The prepared column a rule's field name refers to, or None when the batch lacks it."""
+    def column(self, field: str) -> tuple[_Column, np.ndarray] | None:
+        """The column a rule's field name refers to and its codes for these rows, or None if absent."""
         key = field.lower()
-        if key in self._columns:
-            return self._columns[key]
+        if key in self._codes:
+            return self._codes[key]
+        cols = self.columns
         name = None
         renamed = self._renames.get(key)
         if renamed is not None:
-            name = self._names.get(renamed.lower())
+            name = cols.reserved.get(renamed) or cols.names.get(renamed.lower())
         if name is None:
-            name = self._names.get(key)
-        prepared = _Column(self.batch.column(name)) if name is not None else None
-        self._columns[key] = prepared
-        return prepared
+            name = cols.reserved.get(field) or cols.names.get(key)
+        found = None
+        if name is not None:
+            column = cols.get(name)
+            found = (column, column.codes if self._rows is None else column.codes[self._rows])
+        self._codes[key] = found
+        return found
 
     def evaluate(self, node: Node) -> BoolArray:
         """Boolean mask of the rows that satisfy `node`."""
@@ -113,33 +277,40 @@ class BatchMatcher:
     def _leaf(self, m: Match) -> BoolArray:
         if m.field is None:
             return self._keyword(m)
-        col = self.column(m.field)
+        found = self.column(m.field)
         if m.op is Op.NULL:
-            return self._true if col is None else ~col.present
-        if col is None:
+            return self._true if found is None else found[1] == found[0].n_unique
+        if found is None:
             return self._false
+        column, codes = found
         if m.op is Op.EXISTS:
-            return col.present if m.values == ("true",) else ~col.present
+            present = codes != column.n_unique
+            return present if m.values == ("true",) else ~present
         if m.op is Op.FIELDREF:
-            other = self.column(m.values[0])
-            if other is None:
-                return self._false
-            a = col.lower()
-            b = other.lower()
-            left = pc.take(a, pa.array(np.where(col.present, col.codes, 0)))
-            right = pc.take(b, pa.array(np.where(other.present, other.codes, 0)))
-            eq = pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
-            return eq & col.present & other.present
-        return col.spread(match_values(col.uniques if m.cased else col.lower(), m))
+            return self._fieldref(column, codes, m.values[0])
+        return self.columns.leaf(column, m, m.field.lower())[codes]
+
+    def _fieldref(self, column: _Column, codes: np.ndarray, other_field: str) -> BoolArray:
+        other = self.column(other_field)
+        if other is None:
+            return self._false
+        o_column, o_codes = other
+        present = (codes != column.n_unique) & (o_codes != o_column.n_unique)
+        if not present.any():
+            return self._false
+        left = pc.take(column.lower(), pa.array(np.where(present, codes, 0)))
+        right = pc.take(o_column.lower(), pa.array(np.where(present, o_codes, 0)))
+        return np.asarray(pc.equal(left, right).to_numpy(zero_copy_only=False), dtype=bool) & present
 
     def _keyword(self, m: Match) -> BoolArray:
         # A keyword matches when any field contains it (full-text semantics).
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
         acc = self._false
-        for key in self._names:
-            col = self.column(key)
-            if col is not None:
-                acc = acc | col.spread(match_values(col.uniques if m.cased else col.lower(), kw))
+        for key in self.columns.names:
+            found = self.column(key)
+            if found is not None:
+                column, codes = found
+                acc = acc | self.columns.leaf(column, kw, "")[codes]
         return acc
 
 
@@ -150,9 +321,13 @@ def match_values(values: pa.Array, m: Match) -> BoolArray:
     op = m.op
     if op is Op.EQ:
         res = pc.is_in(values, value_set=pa.array(m.values, pa.string()))
-    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and len(m.values) == 1:
+    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and len(m.values) <= 4:
+        # A few literals: plain substring kernels beat compiling a regular expression.
         fn = {Op.CONTAINS: pc.match_substring, Op.STARTSWITH: pc.starts_with, Op.ENDSWITH: pc.ends_with}[op]
-        res = fn(values, pattern=m.values[0])
+        acc = fn(values, pattern=m.values[0]).to_numpy(zero_copy_only=False)
+        for v in m.values[1:]:
+            acc = acc | fn(values, pattern=v).to_numpy(zero_copy_only=False)
+        return np.asarray(acc, dtype=bool)
     elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH, Op.GLOB, Op.REGEX):
         return _regex(values, _pattern(m))
     elif op is Op.CIDR:
@@ -161,7 +336,7 @@ def match_values(values: pa.Array, m: Match) -> BoolArray:
         return _python(values, _compare_test(op, float(m.values[0])))
     else:
         raise ValueError(f"operator {op} is not evaluated on values")
-    return np.asarray(pc.fill_null(res, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 @lru_cache(maxsize=65536)
@@ -188,7 +363,7 @@ def _regex(values: pa.Array, pattern: str) -> BoolArray:
     if pattern not in _RE2_REJECTED:
         try:
             res = pc.match_substring_regex(values, pattern=pattern)
-            return np.asarray(pc.fill_null(res, False).to_numpy(zero_copy_only=False), dtype=bool)
+            return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
         except pa.ArrowInvalid:
             _RE2_REJECTED.add(pattern)  # lookaround, backreference …: RE2 cannot, Python can
     rx = _python_regex(pattern)

@@ -1,0 +1,68 @@
+"""Autodetection: which registered source reads a file, and reading many inputs through it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from watchkeeper.sources import load_all
+from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
+from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.inputs import Member, iter_members, with_head
+
+#: Bytes of a file every source's `sniff` sees.
+HEAD_SIZE = 64 * 1024
+#: Below this confidence a source's claim is not taken.
+MIN_CONFIDENCE = 0.1
+
+
+def detect(head: bytes, filename: str) -> type[Source] | None:
+    """The source most confident it reads a file starting with `head` (ties: by name), or None."""
+    best: tuple[float, str] | None = None
+    chosen: type[Source] | None = None
+    for name, source in sorted(load_all().items()):
+        confidence = source.sniff(head, filename)
+        # Sorted by name and strictly greater: the alphabetically first wins a tie, every run.
+        if confidence >= MIN_CONFIDENCE and (best is None or confidence > best[0]):
+            best, chosen = (confidence, name), source
+    return chosen
+
+
+def _read_head(stream: BinaryIO, size: int) -> bytes:
+    read = stream.read
+    chunks: list[bytes] = []
+    while size > 0:
+        data = read(size)
+        if not data:
+            break
+        chunks.append(data)
+        size -= len(data)
+    return b"".join(chunks)
+
+
+def read_inputs(
+    paths: Iterable[str | os.PathLike[str]],
+    dead: DeadLetter,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_member: Callable[[Member, str | None], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Batches of every input under `paths`, each read by the source that recognises it."""
+    for member in iter_members(paths, dead):
+        with member.open() as stream:
+            head = _read_head(stream, HEAD_SIZE)
+            if not head:
+                if on_member is not None:
+                    on_member(member, None)
+                dead.add(member.display, None, "empty file")
+                continue
+            source = detect(head, member.display)
+            if on_member is not None:
+                on_member(member, source.name if source is not None else None)
+            if source is None:
+                dead.add(member.display, None, f"format not recognised (first bytes: {head[:32]!r})")
+                continue
+            yield from source(batch_size).read(with_head(head, stream), member.display, dead)

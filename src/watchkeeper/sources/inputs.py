@@ -1,0 +1,284 @@
+"""Walking inputs: files, directories and archives (zip, gzip, tar, tar.gz), nested one level deep.
+
+Archives are recognised by their magic bytes, not only their extension, and are streamed: nothing
+is extracted whole into memory. A damaged archive or member goes to the dead letter and the walk
+goes on; a stream that breaks part-way (truncated gzip, bad CRC) yields what decompressed before
+the damage and then records the damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from watchkeeper.sources.deadletter import DeadLetter
+
+#: How many archive levels are opened: an archive, and archives inside it.
+MAX_DEPTH = 2
+#: Nested archives need seeking (zip) and are spooled; beyond this size the spool goes to disk.
+SPOOL_MEMORY = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+# Exceptions a decompressor raises on damaged input (CRC mismatch, truncated stream, bad header).
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, tarfile.TarError, gzip.BadGzipFile, OSError)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One readable input: a file, or a member of an archive (`a.zip!dir/b.json`)."""
+
+    display: str
+    size: int | None
+    opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+
+    def open(self) -> AbstractContextManager[BinaryIO]:
+        """Open the member for binary reading (valid until the walk moves to the next member)."""
+        return _closing(self.opener())
+
+
+@contextmanager
+def _closing(stream: BinaryIO) -> Iterator[BinaryIO]:
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+class _Guarded(io.RawIOBase):
+    """A decompressing stream whose damage ends it (EOF) and is recorded, instead of raising."""
+
+    def __init__(self, inner: BinaryIO, display: str, dead: DeadLetter) -> None:
+        super().__init__()
+        self._inner = inner
+        self._display = display
+        self._dead = dead
+        self._broken = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._broken:
+            return 0
+        try:
+            data = self._inner.read(len(buffer))
+        except _DAMAGE as exc:
+            self._broken = True
+            self._dead.add(self._display, None, f"archive data damaged, stopped reading here: {exc}")
+            return 0
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        # Closing a damaged member may re-check its CRC; the damage is already recorded.
+        with contextlib.suppress(*_DAMAGE):
+            self._inner.close()
+        super().close()
+
+
+def guarded(inner: BinaryIO, display: str, dead: DeadLetter) -> BinaryIO:
+    """Wrap a decompressing stream so damage becomes a dead-letter entry and an early EOF."""
+    return io.BufferedReader(_Guarded(inner, display, dead), buffer_size=_CHUNK)  # type: ignore[return-value]
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` followed by the rest of `tail`: puts back bytes already read for sniffing."""
+
+    def __init__(self, head: bytes, tail: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._tail = tail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._tail.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._tail.close()
+        super().close()
+
+
+def with_head(head: bytes, stream: BinaryIO) -> BinaryIO:
+    """A stream reading `head` again, then the rest of `stream` (rewinds when it can seek)."""
+    if stream.seekable():
+        stream.seek(0)
+        return stream
+    return io.BufferedReader(_Prefixed(head, stream), buffer_size=_CHUNK)  # type: ignore[return-value]
+
+
+def spool(stream: BinaryIO) -> BinaryIO:
+    """Copy a stream into a seekable temporary file (in memory while small)."""
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - handed to the caller
+    shutil.copyfileobj(stream, out, _CHUNK)
+    out.seek(0)
+    return out  # type: ignore[return-value]
+
+
+def _kind(head: bytes) -> str | None:
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def _read_head(stream: BinaryIO, n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        data = stream.read(n)
+        if not data:
+            break
+        chunks.append(data)
+        n -= len(data)
+    return b"".join(chunks)
+
+
+def iter_members(paths: Iterable[str | os.PathLike[str]], dead: DeadLetter) -> Iterator[Member]:
+    """Every readable input under `paths`: directories walked in sorted order, archives opened."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files = [path]
+        else:
+            dead.add(str(path), None, "no such file or directory")
+            continue
+        for file in files:
+            yield from _from_file(file, dead)
+
+
+def _from_file(path: Path, dead: DeadLetter) -> Iterator[Member]:
+    display = str(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = _read_head(fh, 512)
+    except OSError as exc:
+        dead.add(display, None, f"cannot read file: {exc.strerror or exc}")
+        return
+    kind = _kind(head)
+    if kind is None:
+        yield Member(display, size, lambda: path.open("rb"))
+        return
+    try:
+        with path.open("rb") as fh:
+            yield from _archive(kind, fh, display, dead, 1)
+    except OSError as exc:
+        dead.add(display, None, f"cannot read file: {exc.strerror or exc}")
+
+
+def _archive(kind: str, fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[Member]:
+    """The members of one archive; archives inside it are opened while depth allows."""
+    try:
+        if kind == "zip":
+            yield from _zip(fh, display, dead, depth)
+        elif kind == "gzip":
+            yield from _gzip(fh, display, dead, depth)
+        else:
+            yield from _tar(fh, "r|", display, dead, depth)
+    except _DAMAGE as exc:
+        dead.add(display, None, f"damaged {kind} archive: {exc}")
+
+
+def _nested_or_plain(
+    display: str, size: int | None, open_raw: Callable[[], BinaryIO], dead: DeadLetter, depth: int
+) -> Iterator[Member]:
+    """A member that may itself be an archive: opened when depth allows, else yielded as is."""
+    stream = guarded(open_raw(), display, dead)
+    head = _read_head(stream, 512)
+    kind = _kind(head)
+    if kind is not None and depth < MAX_DEPTH:
+        with stream, spool(with_head(head, stream)) as spooled:
+            yield from _archive(kind, spooled, display, dead, depth + 1)
+        return
+    # The probe stream, put back together, serves the first open (a streaming tar cannot reopen).
+    pending = [with_head(head, stream)]
+
+    def reopen() -> BinaryIO:
+        return pending.pop() if pending else guarded(open_raw(), display, dead)
+
+    try:
+        yield Member(display, size, reopen)
+    finally:
+        for unused in pending:
+            unused.close()
+
+
+def _zip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[Member]:
+    with zipfile.ZipFile(fh) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if info.is_dir():
+                continue
+            inner = f"{display}!{info.filename}"
+
+            def open_raw(info: zipfile.ZipInfo = info) -> BinaryIO:
+                return archive.open(info)  # type: ignore[return-value]
+
+            try:
+                yield from _nested_or_plain(inner, info.file_size, open_raw, dead, depth)
+            except _DAMAGE as exc:
+                dead.add(inner, None, f"damaged zip member: {exc}")
+
+
+def _gzip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[Member]:
+    probe = gzip.GzipFile(fileobj=fh)
+    head = _read_head(guarded(probe, display, dead), 512)  # type: ignore[arg-type]
+    fh.seek(0)
+    if _kind(head) == "tar":
+        yield from _tar(fh, "r|gz", display, dead, depth)
+        return
+    name = display.rsplit("!", 1)[-1]
+    stem = Path(name).name
+    stem = stem[:-3] if stem.lower().endswith(".gz") else stem
+    start = fh.tell()
+
+    def open_raw() -> BinaryIO:
+        fh.seek(start)
+        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
+
+    yield from _nested_or_plain(f"{display}!{stem}", None, open_raw, dead, depth)
+
+
+def _tar(fh: BinaryIO, mode: str, display: str, dead: DeadLetter, depth: int) -> Iterator[Member]:
+    # Streaming mode: a member is readable only until the next one is requested.
+    with tarfile.open(fileobj=fh, mode=mode) as archive:  # type: ignore[call-overload]
+        for info in archive:
+            if not info.isfile():
+                continue
+            inner = f"{display}!{info.name}"
+
+            def open_raw(info: tarfile.TarInfo = info) -> BinaryIO:
+                stream = archive.extractfile(info)
+                if stream is None:
+                    return io.BytesIO()  # type: ignore[return-value]
+                return stream  # type: ignore[return-value]
+
+            try:
+                yield from _nested_or_plain(inner, info.size, open_raw, dead, depth)
+            except _DAMAGE as exc:
+                dead.add(inner, None, f"damaged tar member: {exc}")

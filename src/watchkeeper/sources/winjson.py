@@ -1,0 +1,175 @@
+"""Windows events as JSON: evtx_dump-style (`{"Event": {"System": ...}}`) and flat NXLog / OTRF lines.
+
+Accepts JSON lines, a sequence of pretty-printed objects, or a JSON array of either. A line or
+object that is not valid JSON, or not an object, goes to the dead letter; the rest is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO, ClassVar
+
+import orjson
+import pyarrow as pa
+
+from watchkeeper.sources.base import LogSourceMapping, Source
+from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event
+
+# Keys that make a flat object a Windows event as NXLog / Winlogbeat-less shippers write it.
+_FLAT_ID = "EventID"
+_FLAT_CONTEXT = ("Channel", "SourceName", "Hostname", "ProviderGuid")
+# JSON structure outside strings: used to cut a stream of pretty-printed objects into objects.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]|[^\s{}\[\],"]+|"')
+_BOM = b"\xef\xbb\xbf"
+
+
+def _first_object(head: bytes) -> Any:
+    """The first JSON value of `head`, whether lines, pretty-printed or an array (None if unknown)."""
+    text = head.removeprefix(_BOM).lstrip()
+    if text.startswith(b"["):
+        text = text[1:].lstrip()
+    line = text.split(b"\n", 1)[0]
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.decode("utf-8", "replace"))
+    except json.JSONDecodeError:
+        return None
+    return value
+
+
+def is_windows_event(obj: Any) -> bool:
+    """Whether a decoded JSON value is a Windows event this source reads."""
+    if not isinstance(obj, dict):
+        return False
+    event = obj.get("Event")
+    if isinstance(event, dict) and isinstance(event.get("System"), dict):
+        return True
+    return _FLAT_ID in obj and any(k in obj for k in _FLAT_CONTEXT)
+
+
+class WindowsJsonSource(Source):
+    """Windows events rendered as JSON (evtx_dump, Zircolite, NXLog, OTRF Security-Datasets)."""
+
+    name: ClassVar[str] = "windows.json"
+    logsources: ClassVar[tuple[LogSourceMapping, ...]] = WINDOWS_LOGSOURCES
+
+    @classmethod
+    def sniff(cls, head: bytes, filename: str) -> float:
+        """High when the first object is an `Event.System` record or has NXLog's Windows keys."""
+        stripped = head.removeprefix(_BOM).lstrip()
+        if not stripped.startswith((b"{", b"[")):
+            return 0.0
+        first = _first_object(head)
+        if first is None:
+            # The first object is longer than the head: fall back on its keys appearing early.
+            if b'"Event"' in head and b'"System"' in head and b'"EventID"' in head:
+                return 0.6
+            return 0.0
+        if not is_windows_event(first):
+            return 0.0
+        return 0.95 if "Event" in first else 0.9
+
+    def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        """Yield batches of events; bad lines or objects go to the dead letter with their line."""
+        builder = ColumnBuilder(self.batch_size)
+        for line, value in self._values(stream, origin, dead):
+            if not isinstance(value, dict):
+                kind = "an array" if isinstance(value, list) else "a scalar"
+                dead.add(origin, line, f"line {line} holds {kind}, not a JSON object")
+                continue
+            self._add(builder, value, line)
+            if builder.n >= self.batch_size:
+                yield builder.build(self.name, origin)
+        if builder.n:
+            yield builder.build(self.name, origin)
+
+    @staticmethod
+    def _add(builder: ColumnBuilder, value: Mapping[str, Any], line: int) -> None:
+        event = value.get("Event")
+        if isinstance(event, dict):
+            row = flatten_event(value)
+            text = row.get("EventRecordID")
+            builder.add(row, int(text) if text is not None and text.isdigit() else line)
+        else:
+            builder.add_flat(value, line)
+
+    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any]]:
+        """(line, decoded value) pairs: JSON lines fast, anything else through the object splitter."""
+        number = 0
+        for raw in stream:
+            number += 1
+            text = raw.strip()
+            if number == 1:
+                text = text.removeprefix(_BOM).lstrip()
+            if not text:
+                continue
+            try:
+                yield number, orjson.loads(text)
+                continue
+            except orjson.JSONDecodeError as exc:
+                if not text.startswith((b"{", b"[")) or number > 1:
+                    dead.add(origin, number, f"line {number}: invalid JSON: {exc}", raw)
+                    continue
+            # Not one object per line: pretty-printed objects or an array, cut by structure.
+            yield from _split(text, number, stream, origin, dead)
+            return
+
+
+def _split(
+    first: bytes, number: int, stream: BinaryIO, origin: str, dead: DeadLetter
+) -> Iterator[tuple[int, Any]]:
+    """Cut a stream of values (or one array of them) into values, one held in memory at a time."""
+    in_array = False
+    depth = 0
+    start = number
+    parts: list[bytes] = []
+    collecting = False
+
+    def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any]]:
+        try:
+            yield line, orjson.loads(chunk)
+        except orjson.JSONDecodeError as exc:
+            dead.add(origin, line, f"value starting at line {line}: invalid JSON: {exc}", chunk)
+
+    for line_no, raw in _chain_lines(first, number, stream):
+        seg = 0
+        for match in _TOKENS.finditer(raw):
+            token = match.group()
+            if not collecting:
+                if depth == 0 and token == b"[" and not in_array:
+                    in_array = True
+                    continue
+                if token == b"," or (token == b"]" and in_array):
+                    in_array = in_array and token == b","
+                    continue
+                start, seg = line_no, match.start()
+                if token in (b"{", b"["):
+                    collecting, depth = True, 1
+                    continue
+                yield from emit(token, line_no)
+                continue
+            if token in (b"{", b"["):
+                depth += 1
+            elif token in (b"}", b"]"):
+                depth -= 1
+                if depth == 0:
+                    parts.append(raw[seg : match.end()])
+                    yield from emit(b"\n".join(parts), start)
+                    parts, collecting = [], False
+        if collecting:
+            parts.append(raw[seg:])
+    if collecting:
+        dead.add(origin, start, f"value starting at line {start} is cut short by the end of the file")
+
+
+def _chain_lines(first: bytes, number: int, stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    yield number, first
+    for raw in stream:
+        number += 1
+        yield number, raw.rstrip(b"\r\n")

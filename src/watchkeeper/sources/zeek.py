@@ -1,0 +1,384 @@
+"""Zeek logs, TSV (the default `#separator`/`#fields` form) and JSON lines, one source per log type.
+
+Field names stay Zeek's own (`id.orig_h`, `query`, `certificate.serial`), as SigmaHQ's zeek rules
+use them. Values are strings: TSV unset `-` and empty `(empty)` become absent, sets and vectors are
+comma-joined (JSON arrays too, so both forms of the same traffic read alike), booleans `true`/`false`.
+Zeek's TSV escapes (`\\x09`) are kept as written.
+
+The log type comes from `#path` (TSV), `_path` (JSON Streaming Logs) or the file name; events of
+type `dns` are `zeek.dns`, and so on for `ZEEK_SERVICES`; other types are plain `zeek`. One class
+reads them all; `_register` declares the per-type sources, so their Sigma mappings live here too.
+
+TSV is parsed by pyarrow's CSV reader (the `#fields` header as column names, every column a
+string), behind `_LineGuard`, which replaces lines longer than `MAX_LINE` with a marker so
+memory stays bounded and the rest of the file is still read.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from watchkeeper.events import col
+from watchkeeper.sources.base import LogSourceMapping, Source
+from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.mapped import MAX_LINE, RowBuffer, iter_lines, parse_time, text_of
+
+#: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
+#: with the same service name. Other log types are read as the generic `zeek` source.
+ZEEK_SERVICES = (
+    "conn", "dns", "http", "ssl", "x509", "files", "smtp", "ssh", "rdp", "dce_rpc", "smb_files",
+    "smb_mapping", "kerberos", "ntlm", "ftp", "dhcp", "snmp", "notice", "weird", "software", "pe",
+    "sip", "radius", "tunnel", "ocsp", "known_services", "known_hosts", "known_certs", "syslog", "ntp",
+    "modbus", "rfb", "mysql", "irc", "dpd", "intel", "socks", "ldap", "ldap_search", "quic",
+)
+
+#: Extra Sigma logsources some log types answer, with the renames of rule fields to Zeek's.
+_EXTRA: dict[str, tuple[LogSourceMapping, ...]] = {
+    "dns": (
+        LogSourceMapping(category="dns", renames={"answer": "answers", "record_type": "qtype_name"}),
+    ),
+    "http": (
+        LogSourceMapping(category="proxy", renames={
+            "c-uri": "uri", "c-useragent": "user_agent", "cs-method": "method", "cs-host": "host",
+            "cs-referrer": "referrer", "sc-status": "status_code", "c-ip": "id.orig_h",
+            "cs-bytes": "request_body_len", "sc-bytes": "response_body_len", "r-dns": "host",
+        }),
+    ),
+}
+
+#: Per log type, the field that names the account involved (filled into `_user`).
+_USER_FIELD = {"ftp": "user", "ntlm": "username", "kerberos": "client", "http": "username", "rdp": "cookie"}
+
+_SOURCE, _FILE, _RECORD, _TIME = col("source"), col("file"), col("record"), col("time")
+_SRC, _DST, _BYTES, _USER = col("src_ip"), col("dst_ip"), col("bytes"), col("user")
+_CHUNK = 1 << 20
+_NAME_TYPE = re.compile(r"([a-z_]+?)(?:[.-]\d.*)?\.(?:log|json|jsonl|ndjson)(?:\.gz)?$")
+
+
+def source_name(log_type: str | None) -> str:
+    """The source of events of one Zeek log type (`dns` -> `zeek.dns`, unknown -> `zeek`)."""
+    return f"zeek.{log_type}" if log_type in ZEEK_SERVICES else "zeek"
+
+
+def log_type_of(filename: str) -> str | None:
+    """The Zeek log type a file name suggests (`dns.log`, `conn.09:00:00-10:00:00.log.gz`)."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit("!", 1)[-1].lower()
+    m = _NAME_TYPE.match(base)
+    return m.group(1) if m else None
+
+
+class ZeekSource(Source):
+    """Zeek logs of any type, TSV or JSON; events are named per log type (`zeek.dns`, …)."""
+
+    name = "zeek"
+    logsources: ClassVar[tuple[LogSourceMapping, ...]] = (LogSourceMapping(product="zeek"),)
+    #: The log type this registered source stands for (None: the generic fallback).
+    log_type: ClassVar[str | None] = None
+
+    @classmethod
+    def sniff(cls, head: bytes, filename: str) -> float:
+        """A `#separator` TSV header, or JSON lines with Zeek's `ts`/`uid`/`id.orig_h` keys."""
+        score = 0.0
+        if head.startswith(b"#separator "):
+            score = 0.95
+        else:
+            first = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
+            if first.startswith(b"{") and b'"ts":' in first and (
+                b'"id.orig_h":' in first or b'"_path":' in first or b'"uid":"C' in first
+            ):
+                score = 0.9
+        if score and cls.log_type is not None:
+            kind = _head_path(head) or log_type_of(filename)
+            score = score + 0.04 if kind == cls.log_type else 0.0
+        return score
+
+    def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        """Yield batches of a Zeek TSV or JSON log, named after its log type."""
+        first = stream.readline(MAX_LINE + 1)
+        if first.startswith(b"#"):
+            yield from self._tsv(first, stream, origin, dead)
+        else:
+            yield from self._json(first, stream, origin, dead)
+
+    # --- TSV ---------------------------------------------------------------------------------
+
+    def _tsv(self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        header: dict[str, str] = {}
+        line = first
+        number = 0
+        while line.startswith(b"#"):
+            number += 1
+            key, _, value = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" " if line.startswith(b"#separator") else "\t")
+            header[key[1:]] = value
+            line = stream.readline(MAX_LINE + 1)
+        sep = header.get("separator", "\\x09").encode().decode("unicode_escape")
+        fields = header.get("fields", "").split(sep) if "fields" in header else []
+        types = header.get("types", "").split(sep) if "types" in header else []
+        if not fields or len(sep) != 1:
+            dead.add(origin, None, "Zeek TSV without a #fields header or with a multi-character separator")
+            return
+        source = source_name(header.get("path") or log_type_of(origin))
+        guard = _LineGuard(line, stream, origin, dead, offset=number)
+        skipped: list[int] = []
+
+        def invalid(row: pacsv.InvalidRow) -> str:
+            text = row.text or ""
+            if not text.startswith("#"):  # `#close` and markers of over-long lines are not data
+                where = None if row.number is None else number + row.number
+                dead.add(origin, where, f"Zeek TSV row has {row.actual_columns} columns, #fields names "
+                         f"{row.expected_columns}", text)
+            if row.number is not None:
+                skipped.append(row.number)
+            return "skip"
+
+        reader = pacsv.open_csv(
+            io.BufferedReader(guard, _CHUNK),
+            read_options=pacsv.ReadOptions(column_names=fields, use_threads=False, block_size=2 * MAX_LINE + _CHUNK),
+            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, escape_char=False,
+                                             ignore_empty_lines=False, invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(fields, pa.string()),
+                null_values=[header.get("unset_field", "-"), header.get("empty_field", "(empty)"), ""],
+                strings_can_be_null=True),
+        )
+        bools = [f for f, t in zip(fields, types, strict=False) if t == "bool"]
+        next_row = 1
+        for batch in reader:
+            # Physical row numbers of this batch: the next ones, minus the rows the handler
+            # skipped. The reader parses ahead, so `skipped` may already hold later rows.
+            span = np.arange(next_row, next_row + batch.num_rows + len(skipped), dtype=np.int64)
+            if skipped:
+                span = span[~np.isin(span, np.asarray(skipped, dtype=np.int64))]
+            span = span[: batch.num_rows]
+            if len(span):
+                next_row = int(span[-1]) + 1
+                skipped[:] = [s for s in skipped if s >= next_row]
+            records = pa.array(span + number, pa.int64())
+            first_col = batch.column(0)
+            keep = pc.and_(pc.is_valid(first_col), pc.invert(pc.fill_null(pc.starts_with(first_col, "#"), False)))
+            if not pc.all(keep).as_py():
+                batch = batch.filter(keep)
+                records = records.filter(keep)
+            if batch.num_rows == 0:
+                continue
+            out = _enrich(_bools(batch, bools), source, origin, records)
+            for start in range(0, out.num_rows, self.batch_size):
+                yield out.slice(start, self.batch_size)
+
+    # --- JSON --------------------------------------------------------------------------------
+
+    def _json(self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        default = log_type_of(origin)
+        buffers: dict[str, RowBuffer] = {}
+        chained = _Prefixed(first, stream)
+        for number, line in iter_lines(chained, origin, dead):  # type: ignore[arg-type]
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                dead.add(origin, number, f"invalid JSON: {exc}", line)
+                continue
+            if not isinstance(obj, dict):
+                dead.add(origin, number, f"JSON line is a {type(obj).__name__}, not an object", line)
+                continue
+            kind = obj.pop("_path", None) or default
+            row: dict[str, Any] = {}
+            for key, value in obj.items():
+                if key == "_write_ts":
+                    row["write_ts"] = text_of(value)
+                elif not key.startswith("_"):
+                    row[key] = text_of(value)
+            row[_RECORD] = number
+            row[_TIME] = parse_time(obj.get("ts"))
+            row[_SRC] = row.get("id.orig_h")
+            row[_DST] = row.get("id.resp_h")
+            ob, rb = obj.get("orig_bytes"), obj.get("resp_bytes")
+            if isinstance(ob, int) or isinstance(rb, int):
+                row[_BYTES] = (ob if isinstance(ob, int) else 0) + (rb if isinstance(rb, int) else 0)
+            user_field = _USER_FIELD.get(str(kind))
+            if user_field is not None:
+                row[_USER] = row.get(user_field)
+            name = source_name(str(kind) if kind else None)
+            buffer = buffers.get(name)
+            if buffer is None:
+                buffer = buffers[name] = RowBuffer(name, origin, self.batch_size)
+            batch = buffer.add(row)
+            if batch is not None:
+                yield batch
+        for buffer in buffers.values():
+            batch = buffer.flush()
+            if batch is not None:
+                yield batch
+
+
+def _head_path(head: bytes) -> str | None:
+    m = re.search(rb"^#path\t(\S+)", head, re.MULTILINE) or re.search(rb'"_path":"([^"]+)"', head)
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
+def _bools(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    """TSV spells booleans T/F; use JSON's `true`/`false` so both forms of a log compare alike."""
+    if not names:
+        return batch
+    arrays = list(batch.columns)
+    for name in names:
+        i = batch.schema.get_field_index(name)
+        arr = arrays[i]
+        arrays[i] = pc.if_else(pc.equal(arr, "T"), "true", pc.if_else(pc.equal(arr, "F"), "false", arr))
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) -> pa.RecordBatch:
+    """Add the core and provenance columns to a TSV batch."""
+    n = batch.num_rows
+    names = batch.schema.names
+    arrays: list[pa.Array] = list(batch.columns)
+    extra: dict[str, pa.Array] = {
+        _SOURCE: pa.array([source] * n, pa.string()),
+        _FILE: pa.array([origin] * n, pa.string()),
+        _RECORD: records,
+    }
+    if "ts" in names:
+        extra[_TIME] = _ts(batch.column("ts"))
+    if "id.orig_h" in names:
+        extra[_SRC] = batch.column("id.orig_h")
+    if "id.resp_h" in names:
+        extra[_DST] = batch.column("id.resp_h")
+    if "orig_bytes" in names or "resp_bytes" in names:
+        parts = [pc.cast(batch.column(c), pa.int64(), safe=False) for c in ("orig_bytes", "resp_bytes") if c in names]
+        total = parts[0] if len(parts) == 1 else pc.add(pc.fill_null(parts[0], 0), pc.fill_null(parts[1], 0))
+        if len(parts) == 2:
+            total = pc.if_else(pc.and_(pc.is_null(parts[0]), pc.is_null(parts[1])), pa.scalar(None, pa.int64()), total)
+        extra[_BYTES] = total
+    kind = source.partition(".")[2]
+    if _USER_FIELD.get(kind) in names:
+        extra[_USER] = batch.column(_USER_FIELD[kind])
+    return pa.RecordBatch.from_arrays([*arrays, *extra.values()], names=[*names, *extra])
+
+
+def _ts(values: pa.Array) -> pa.Array:
+    """Zeek `ts` (epoch seconds with a fraction, or ISO 8601 text) as UTC timestamps."""
+    try:
+        seconds = pc.cast(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([parse_time(v) for v in values.to_pylist()], pa.timestamp("us", tz="UTC"))
+    micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64(), safe=False)
+    return pc.cast(micros, pa.timestamp("us", tz="UTC"))
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that first returns `prefix`, then the rest of `stream` (the line already read)."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self.prefix = prefix
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self.prefix:
+            line, self.prefix = self.prefix, b""
+            if line.endswith(b"\n") or (size is not None and 0 <= size <= len(line)):
+                return line
+            more = self.stream.readline(-1 if size is None or size < 0 else size - len(line))
+            return line + more
+        return self.stream.readline(-1 if size is None else size)
+
+
+class _LineGuard(io.RawIOBase):
+    """Complete lines of a stream, each shorter than MAX_LINE; a longer one is dead-lettered and
+    replaced by a `#`-marker line (skipped by the reader), so the line numbers stay right."""
+
+    def __init__(self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter, offset: int) -> None:
+        self.stream = stream
+        self.origin = origin
+        self.dead = dead
+        self.lines = offset  # lines handed on so far, counting the header
+        self.pending = first
+        self.skipping = 0  # bytes of an over-long line dropped so far (0: not skipping)
+        self.head = b""
+        self.out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.out:
+            chunk = self._next()
+            if chunk is None:
+                return 0
+            self.out = chunk
+        n = min(len(buffer), len(self.out))
+        buffer[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    def _next(self) -> bytes | None:
+        data = self.stream.read(_CHUNK)
+        if not data:
+            if self.skipping:
+                self._overlong()
+                return b"#\n"
+            if self.pending:
+                tail, self.pending = self.pending, b""
+                self.lines += 1
+                return tail if tail.endswith(b"\n") else tail + b"\n"
+            return None
+        out = b""
+        if self.skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.skipping += len(data)
+                return b""
+            self.skipping += nl
+            self._overlong()
+            out = b"#\n"
+            data = data[nl + 1:]
+        last = data.rfind(b"\n")
+        if last < 0:
+            self.pending += data
+            if len(self.pending) > MAX_LINE:
+                self.head, self.skipping, self.pending = self.pending[:4096], len(self.pending), b""
+            return out
+        first = data.find(b"\n")
+        if len(self.pending) + first > MAX_LINE:
+            self.head, self.skipping = (self.pending + data[:4096])[:4096], len(self.pending) + first
+            self._overlong()
+            out += b"#\n"
+            body = data[first + 1:last + 1]
+        else:
+            body = self.pending + data[:last + 1]
+        self.pending = data[last + 1:]
+        self.lines += body.count(b"\n")
+        return out + body
+
+    def _overlong(self) -> None:
+        self.lines += 1
+        self.dead.add(self.origin, self.lines, f"line of {self.skipping} bytes is longer than the limit "
+                      f"of {MAX_LINE}", self.head)
+        self.skipping = 0
+        self.head = b""
+
+
+def _register(log_type: str) -> type[ZeekSource]:
+    """Declare the source `zeek.<log_type>` with its Sigma logsources (one class per type)."""
+    mappings = (LogSourceMapping(product="zeek", service=log_type), *_EXTRA.get(log_type, ()))
+    cls = type(f"Zeek_{log_type}", (ZeekSource,), {
+        "name": source_name(log_type), "log_type": log_type, "logsources": mappings,
+        "__doc__": f"Zeek `{log_type}` logs.", "__module__": __name__,
+    })
+    return cls
+
+
+ZEEK_SOURCES: dict[str, type[ZeekSource]] = {t: _register(t) for t in ZEEK_SERVICES}
