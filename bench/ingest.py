@@ -16,7 +16,9 @@ from watchkeeper.lake import LakeWriter
 from watchkeeper.sources.autodetect import read_inputs
 from watchkeeper.sources.deadletter import DeadLetter
 
-DATASETS = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("WATCHKEEPER_DATASETS", "../shared/datasets"))
+DATASETS = Path(
+    sys.argv[1] if len(sys.argv) > 1 else os.environ.get("WATCHKEEPER_DATASETS", "../shared/datasets")
+)
 CASES = {
     "JSON lines (zeek-json)": ["zeek-wrccdc/zeek-json"],
     "syslog (auth.log x1)": ["elastic-examples/auth/auth.log"],

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from watchkeeper.cli import app
+import watchkeeper.cli  # noqa: F401  (registers every command on the app)
+from watchkeeper.cli.app import app
 from watchkeeper.errors import LakeError
 from watchkeeper.events import RESERVED_COLUMNS, batch_from_rows
 from watchkeeper.lake import EVENT_ID, Lake, LakeWriter, layout

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from watchkeeper.errors import ConfigError, InputError
+from watchkeeper.rules_install import install_sigmahq
 from watchkeeper.rulesets import (
     bundled_rules_path,
     default_rule_paths,
-    install_sigmahq,
     installed_manifest,
     sigmahq_rules_path,
     watchkeeper_home,

@@ -151,7 +151,11 @@ def _count(stats: HuntStats, det: Detection) -> None:
 
 
 def coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Merge consecutive small batches of the same source into batches of about `rows` rows."""
+    """Merge consecutive small batches of one source into batches of about `rows` rows.
+
+    Detection costs a fixed amount of Python per rule and batch, so hundreds of tiny batches
+    (one per small EVTX file) are merged; batches already large pass through unchanged.
+    """
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     pending_source: str | None = None
@@ -162,6 +166,9 @@ def coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Record
         if pending and (source != pending_source or pending_rows + batch.num_rows > rows):
             yield _merge(pending)
             pending, pending_rows = [], 0
+        if batch.num_rows >= rows // 4:
+            yield batch
+            continue
         pending.append(batch)
         pending_rows += batch.num_rows
         pending_source = source
@@ -170,10 +177,34 @@ def coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Record
 
 
 def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """Concatenate batches whose columns differ: the union of columns, absent ones as nulls.
+
+    Work is proportional to the columns each batch has, not to the union times the batches, which
+    matters when hundreds of small EVTX files each bring their own event fields.
+    """
     if len(batches) == 1:
         return batches[0]
-    table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
-    return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    total = int(starts[-1])
+    parts: dict[str, list[tuple[int, pa.Array]]] = {}
+    for i, b in enumerate(batches):
+        for name, arr in zip(b.schema.names, b.columns, strict=True):
+            parts.setdefault(name, []).append((i, arr))
+    names, columns = [], []
+    for name, pieces in parts.items():
+        kind = next((a.type for _, a in pieces if not pa.types.is_null(a.type)), pieces[0][1].type)
+        chunks: list[pa.Array] = []
+        at = 0  # next row of the merged batch to fill
+        for i, a in pieces:
+            if starts[i] > at:
+                chunks.append(pa.nulls(int(starts[i]) - at, kind))
+            chunks.append(a if a.type == kind else a.cast(kind))
+            at = int(starts[i]) + len(a)
+        if total > at:
+            chunks.append(pa.nulls(total - at, kind))
+        columns.append(pa.concat_arrays(chunks))
+        names.append(name)
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]:
@@ -183,7 +214,8 @@ def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]
     wanted = np.unique(np.concatenate([h.rows for h in hits]))
     rows = batch.take(pa.array(wanted.astype(np.int64)))
     position = {int(r): i for i, r in enumerate(wanted)}
-    natives = native_columns(rows)
+    # Matched rows of a wide, merged batch leave most columns empty: skip those wholesale.
+    natives = [n for n in native_columns(rows) if rows.column(n).null_count < rows.num_rows]
     data = [rows.column(n).to_pylist() for n in natives]
     names = rows.schema.names
 

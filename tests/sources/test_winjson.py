@@ -108,7 +108,7 @@ def test_array_and_pretty_printed_objects() -> None:
     assert len(_read(b"[" + obj + b",\n" + obj + b"]", dead)) == 2
     assert len(_read(obj + b"\n" + obj, dead)) == 2
     assert dead.count == 0
-    assert len(_read(obj + b"\n{\n  \"EventID\": [1,", dead)) == 1
+    assert len(_read(obj + b'\n{\n  "EventID": [1,', dead)) == 1
     assert dead.count == 1
 
 
@@ -130,4 +130,4 @@ def test_sniff_claims_only_windows_json(head: bytes, claimed: bool) -> None:
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     dead = DeadLetter()
     rows = _read(data, dead)
-    assert rows or dead.count or not data.strip(b" \t\r\n\x0b\x0c[],")
+    assert rows or dead.count or not data.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n\x0b\x0c[],")

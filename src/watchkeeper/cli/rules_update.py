@@ -7,7 +7,6 @@ import typer
 from watchkeeper.cli.app import console, fail, warn
 from watchkeeper.cli.rules import rules_app
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.rulesets import install_sigmahq
 
 SHOWN_FAILURES = 20  # the rest are in the manifest; a long list would bury the summary
 
@@ -25,6 +24,8 @@ def update(
     ),
 ) -> None:
     """Verify SigmaHQ's rules and install them as the set `hunt` uses by default."""
+    from watchkeeper.rules_install import install_sigmahq  # imports pySigma: only when installing
+
     try:
         report = install_sigmahq(source, sha256)
     except WatchkeeperError as exc:

@@ -33,7 +33,7 @@ from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.mapped import RowBuffer, iter_lines
 
 _RECORD_RE = re.compile(rb"(?:node=(\S+) )?type=(\S+) msg=audit\((\d+)(?:\.(\d+))?:(\d+)\): ?(.*)", re.DOTALL)
-_KV = re.compile(r"([\w-]+)=(\"[^\"]*\"|'[^']*'|\S*)")
+_KV = re.compile(r"([\w-]+(?:\[\d+\])?)=(\"[^\"]*\"|'[^']*'|\S*)")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _ENCODED = frozenset({"proctitle", "name", "cwd", "exe", "comm", "path", "cmd", "data", "acct", "key", "ocomm"})
 _ARG = re.compile(r"a(\d+)(?:\[(\d+)\])?")

@@ -65,6 +65,7 @@ class _Guarded(io.RawIOBase):
         self._display = display
         self._dead = dead
         self._broken = False
+        self._read: Callable[[int], bytes] = getattr(inner, "read1", inner.read)
 
     def readable(self) -> bool:
         return True
@@ -73,7 +74,8 @@ class _Guarded(io.RawIOBase):
         if self._broken:
             return 0
         try:
-            data = self._inner.read(len(buffer))
+            # read1: one underlying read, so bytes decoded before damage are not lost with it.
+            data = self._read(len(buffer))
         except _DAMAGE as exc:
             self._broken = True
             self._dead.add(self._display, None, f"archive data damaged, stopped reading here: {exc}")
@@ -87,6 +89,66 @@ class _Guarded(io.RawIOBase):
         with contextlib.suppress(*_DAMAGE):
             self._inner.close()
         super().close()
+
+
+class _Gunzip(io.RawIOBase):
+    """gzip decompression that hands out every byte decoded before a truncation or corruption.
+
+    `gzip.GzipFile.read` raises on a truncated stream and drops what it decoded in that call;
+    feeding a decompressor chunk by chunk keeps it. Concatenated gzip members are read in turn.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending and not self._done:
+            if self._z.eof:
+                # Past a member's end: another member of a concatenated file, padding, or the end.
+                rest = self._z.unused_data or self._raw.read(_CHUNK // 4)
+                if not rest.strip(b"\x00"):
+                    if not rest:
+                        self._done = True
+                    self._z = _finished()
+                    continue
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data = rest
+            else:
+                data = self._z.unconsumed_tail or self._raw.read(_CHUNK // 4)
+                if not data:
+                    self._done = True
+                    raise EOFError("gzip stream ends before its end-of-stream marker (truncated)")
+            self._pending = self._z.decompress(data, len(buffer))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _finished() -> zlib._Decompress:
+    """A decompressor already at its end with nothing left over (the state after padding)."""
+    z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    z.decompress(_EMPTY_GZIP)
+    return z
+
+
+_EMPTY_GZIP = gzip.compress(b"")
+
+
+def gunzip(raw: BinaryIO) -> BinaryIO:
+    """A decompressing reader over a gzip stream (raises EOFError / zlib.error on damage)."""
+    return io.BufferedReader(_Gunzip(raw), buffer_size=_CHUNK)  # type: ignore[return-value]
 
 
 def guarded(inner: BinaryIO, display: str, dead: DeadLetter) -> BinaryIO:
@@ -118,6 +180,26 @@ class _Prefixed(io.RawIOBase):
     def close(self) -> None:
         self._tail.close()
         super().close()
+
+
+class _Unclosed(io.RawIOBase):
+    """A view of a stream whose close leaves the stream open (the archive owns it)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _unclosed(inner: BinaryIO) -> BinaryIO:
+    return _Unclosed(inner)  # type: ignore[return-value]
 
 
 def with_head(head: bytes, stream: BinaryIO) -> BinaryIO:
@@ -246,8 +328,7 @@ def _zip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[M
 
 
 def _gzip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[Member]:
-    probe = gzip.GzipFile(fileobj=fh)
-    head = _read_head(guarded(probe, display, dead), 512)  # type: ignore[arg-type]
+    head = _read_head(guarded(gunzip(_unclosed(fh)), display, dead), 512)
     fh.seek(0)
     if _kind(head) == "tar":
         yield from _tar(fh, "r|gz", display, dead, depth)
@@ -259,7 +340,7 @@ def _gzip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[
 
     def open_raw() -> BinaryIO:
         fh.seek(start)
-        return gzip.GzipFile(fileobj=fh)  # type: ignore[return-value]
+        return gunzip(_unclosed(fh))
 
     yield from _nested_or_plain(f"{display}!{stem}", None, open_raw, dead, depth)
 

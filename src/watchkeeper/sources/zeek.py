@@ -297,8 +297,8 @@ class _Prefixed(io.RawIOBase):
 
 
 class _LineGuard(io.RawIOBase):
-    """Complete lines of a stream, each shorter than MAX_LINE; a longer one is dead-lettered and
-    replaced by a `#`-marker line (skipped by the reader), so the line numbers stay right."""
+    """Complete, valid UTF-8 lines of a stream, each shorter than MAX_LINE; a longer one is
+    dead-lettered and replaced by a `#`-marker line (skipped by the reader), so line numbers stay right."""
 
     def __init__(self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter, offset: int) -> None:
         self.stream = stream
@@ -333,7 +333,7 @@ class _LineGuard(io.RawIOBase):
             if self.pending:
                 tail, self.pending = self.pending, b""
                 self.lines += 1
-                return tail if tail.endswith(b"\n") else tail + b"\n"
+                return tail.rstrip(b"\n").decode("utf-8", "replace").encode() + b"\n"
             return None
         out = b""
         if self.skipping:
@@ -361,7 +361,9 @@ class _LineGuard(io.RawIOBase):
             body = self.pending + data[:last + 1]
         self.pending = data[last + 1:]
         self.lines += body.count(b"\n")
-        return out + body
+        # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
+        # as in the other text sources) instead of failing pyarrow's string conversion.
+        return out + body.decode("utf-8", "replace").encode()
 
     def _overlong(self) -> None:
         self.lines += 1

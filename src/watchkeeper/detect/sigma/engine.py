@@ -83,6 +83,11 @@ class SigmaEngine:
         if source_name in self._plans:
             return self._plans[source_name]
         src = self.registry.get(source_name)
+        # Sources sharing one mapping table (EVTX, Windows JSON, Winlogbeat) share one plan.
+        shared = self._plans.get(f"\0{id(src.logsources)}") if src is not None else None
+        if shared is not None:
+            self._plans[source_name] = shared
+            return shared
         steps: list[_Step] = []
         if src is not None:
             by_mapping: dict[int, list[CompiledRule]] = {}
@@ -94,6 +99,8 @@ class SigmaEngine:
                     steps.append(_Step(m, _selector(m), tuple(by_mapping[id(m)])))
         conditions = list({r.id + r.path: r.condition for s in steps for r in s.rules}.values())
         plan = self._plans[source_name] = _Plan(steps, LiteralIndex(conditions))
+        if src is not None:
+            self._plans[f"\0{id(src.logsources)}"] = plan
         return plan
 
     def detect(self, batch: pa.RecordBatch) -> list[Hit]:

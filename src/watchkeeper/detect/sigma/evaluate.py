@@ -37,29 +37,36 @@ MIN_LITERAL = 3  # shorter literals would match almost everywhere: left to the s
 class LiteralHits:
     """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
 
-    __slots__ = ("_at_end", "_at_start", "_ids", "_pids", "_unique", "n_unique")
+    __slots__ = ("_at_end", "_at_start", "_ids", "_slices", "_unique", "n_unique")
 
     def __init__(self, ids: Mapping[str, int], pids: np.ndarray, unique: np.ndarray, at_start: np.ndarray,
                  at_end: np.ndarray, n_unique: int) -> None:
         self._ids = ids
-        self._pids = pids  # pattern id of each occurrence, sorted
-        self._unique = unique  # which distinct value it occurs in
+        self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
         self._at_start = at_start
         self._at_end = at_end
         self.n_unique = n_unique
+        # pattern id -> its run of occurrences; `pids` is sorted so each pattern is one run.
+        if len(pids):
+            firsts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+            ends = np.r_[firsts[1:], len(pids)]
+            self._slices = dict(zip(pids[firsts].tolist(), zip(firsts.tolist(), ends.tolist(), strict=True),
+                                    strict=True))
+        else:
+            self._slices = {}
 
     def evaluate(self, m: Match) -> BoolArray:
         """A literal leaf over the distinct values, from the recorded occurrences alone."""
         out = np.zeros(self.n_unique, dtype=bool)
-        if len(self._pids) == 0:
+        slices = self._slices
+        if not slices:
             return out
+        ids = self._ids
         for v in m.values:
-            pid = self._ids.get(v)
-            if pid is None:
+            run = slices.get(ids.get(v, -1))
+            if run is None:
                 continue
-            lo, hi = np.searchsorted(self._pids, (pid, pid + 1))
-            if lo == hi:
-                continue
+            lo, hi = run
             unique = self._unique[lo:hi]
             if m.op is Op.CONTAINS:
                 out[unique] = True
@@ -114,6 +121,8 @@ class LiteralIndex:
             return none
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
         base = int(offsets[0])
+        if lowered.buffers()[2] is None or int(offsets[-1]) == base:
+            return none
         data = memoryview(lowered.buffers()[2]).cast("B")[base : int(offsets[-1])]
         found = ac.find_matches_as_indexes(data, overlapping=True)
         if not found:
@@ -184,6 +193,47 @@ class BatchColumns:
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
         self._columns: dict[str, _Column] = {}
+        self._valid: dict[str, BoolArray] = {}
+        self._texts: dict[str, tuple[pa.Array, pa.Array, LiteralHits | None]] = {}
+        self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
+
+    def valid(self, name: str) -> BoolArray:
+        """Which rows hold a value in column `name` (cheaper than preparing the column)."""
+        found = self._valid.get(name)
+        if found is None:
+            array = self.batch.column(name)
+            found = self._valid[name] = (
+                np.ones(len(array), dtype=bool) if array.null_count == 0
+                else np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            )
+        return found
+
+    def keyword(self, name: str, kw: Match) -> BoolArray:
+        """Rows of the whole batch whose column `name` satisfies keyword leaf `kw`, memoised.
+
+        Keywords are searched in the raw values of all rows at once: a dictionary of every
+        distinct long text (rendered `Message` fields) would cost more than the search itself.
+        """
+        key = (name, kw)
+        found = self._keyword_results.get(key)
+        if found is not None:
+            return found
+        prepared = self._texts.get(name)
+        if prepared is None:
+            array = self.batch.column(name)
+            if array.null_count:
+                array = array.fill_null("")
+            lowered = pc.utf8_lower(array)
+            literals = self.literals
+            scanned = literals.scan("", lowered) if literals is not None else None
+            prepared = self._texts[name] = (array, lowered, scanned)
+        array, lowered, scanned = prepared
+        if scanned is not None and self.literals is not None and self.literals.covers(kw, ""):
+            found = scanned.evaluate(kw)
+        else:
+            found = match_values(array if kw.cased else lowered, kw)
+        self._keyword_results[key] = found
+        return found
 
     def get(self, name: str) -> _Column:
         """The prepared column called exactly `name` (which must exist)."""
@@ -306,11 +356,12 @@ class BatchMatcher:
         # A keyword matches when any field contains it (full-text semantics).
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
         acc = self._false
-        for key in self.columns.names:
-            found = self.column(key)
-            if found is not None:
-                column, codes = found
-                acc = acc | self.columns.leaf(column, kw, "")[codes]
+        for name in self.columns.names.values():
+            valid = self.columns.valid(name)
+            if not (valid.any() if self._rows is None else valid[self._rows].any()):
+                continue
+            found = self.columns.keyword(name, kw)
+            acc = acc | (found if self._rows is None else found[self._rows])
         return acc
 
 
