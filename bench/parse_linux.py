@@ -43,13 +43,19 @@ def main() -> None:
     from watchkeeper.sources.webaccess import WebAccessSource
     from watchkeeper.sources.zeek import ZeekSource
 
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    root = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    )
     auth = (root / "elastic-examples/auth/auth.log").read_bytes()
     measure("syslog auth.log", SyslogSource(year=2024), _repeat(auth, 200_000))
     linux = (root / "loghub/Linux/Linux_2k.log").read_bytes()
     measure("syslog loghub Linux", SyslogSource(year=2024), _repeat(linux, 200_000))
     tsv = gzip.decompress((root / "zeek-wrccdc/zeek-default/dns.log.gz").read_bytes())
-    header = b"".join(ln + b"\n" for ln in tsv.split(b"\n") if ln.startswith(b"#") and not ln.startswith(b"#close"))
+    header = b"".join(
+        ln + b"\n" for ln in tsv.split(b"\n") if ln.startswith(b"#") and not ln.startswith(b"#close")
+    )
     body = b"".join(ln + b"\n" for ln in tsv.split(b"\n") if ln and not ln.startswith(b"#"))
     measure("zeek TSV dns", ZeekSource(), header + body * 4)
     js = gzip.decompress((root / "zeek-wrccdc/zeek-json/dns.json.gz").read_bytes())

@@ -40,7 +40,7 @@ def test_auth_log_counts_and_brute_force(datasets: Path) -> None:
     assert set(table.column("_source").to_pylist()) == {"linux.auth"}
     rows = table.select(["_action", "_outcome", "_src_ip"]).to_pylist()
     failures = Counter(r["_src_ip"] for r in rows if r["_action"] == "logon" and r["_outcome"] == "failure")
-    (top_ip, top_count), = failures.most_common(1)
+    ((top_ip, top_count),) = failures.most_common(1)
     assert (top_ip, top_count) == ("24.151.103.17", 157)
     successes = [r for r in rows if r["_action"] == "logon" and r["_outcome"] == "success"]
     assert len(successes) == data.count(b"]: Accepted ")
@@ -51,7 +51,9 @@ def test_sudo_fields(datasets: Path) -> None:
     data = (datasets / "elastic-examples/auth/auth.log").read_bytes()
     table, _ = read(AuthLogSource(year=2024), data)
     sudo = table.filter(pa.compute.equal(table.column("program"), "sudo"))
-    with_cmd = [r for r in sudo.select(["COMMAND", "_command_line", "USER", "_user"]).to_pylist() if r["COMMAND"]]
+    with_cmd = [
+        r for r in sudo.select(["COMMAND", "_command_line", "USER", "_user"]).to_pylist() if r["COMMAND"]
+    ]
     assert len(with_cmd) == data.count(b"; COMMAND=")
     assert all(r["_command_line"] == r["COMMAND"] and r["USER"] and r["_user"] for r in with_cmd)
 
@@ -65,7 +67,9 @@ def test_loghub_linux_and_openssh(datasets: Path) -> None:
     linux = (datasets / "loghub/Linux/Linux_2k.log").read_bytes()
     table, _ = read(SyslogSource(year=2024), linux)
     kinds = Counter(table.column("_source").to_pylist())
-    programs = Counter(ln.split(b" ")[4].split(b"[")[0].split(b"(")[0].rstrip(b":") for ln in linux.splitlines())
+    programs = Counter(
+        ln.split(b" ")[4].split(b"[")[0].split(b"(")[0].rstrip(b":") for ln in linux.splitlines()
+    )
     assert kinds["linux.auth"] >= programs[b"sshd"] + programs[b"su"] > 0
     assert kinds["linux.syslog"] > 0
 
@@ -82,14 +86,18 @@ def test_rfc5424_and_priority() -> None:
     data = (
         b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - BOM'su root' failed\n"
         b"<86>Oct 11 22:14:15 host sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/id\n"
-        b"<13>1 2024-01-02T03:04:05+01:00 h app 12 - [ex@1 a=\"b\"] hello\n"
+        b'<13>1 2024-01-02T03:04:05+01:00 h app 12 - [ex@1 a="b"] hello\n'
     )
     table, dead = read(SyslogSource(year=2024), data)
     assert dead.count == 0
     rows = {r["_record"]: r for r in table.to_pylist()}
     assert rows[1]["facility"] == "auth" and rows[1]["severity"] == "crit" and rows[1]["msgid"] == "ID47"
     assert rows[1]["_time"] == datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC)
-    assert rows[2]["facility"] == "authpriv" and rows[2]["_command_line"] == "/bin/id" and rows[2]["_user"] == "alice"
+    assert (
+        rows[2]["facility"] == "authpriv"
+        and rows[2]["_command_line"] == "/bin/id"
+        and rows[2]["_user"] == "alice"
+    )
     assert rows[3]["structured_data"] == '[ex@1 a="b"]' and rows[3]["message"] == "hello"
     assert rows[3]["_time"] == datetime(2024, 1, 2, 2, 4, 5, tzinfo=UTC)
     assert {rows[1]["_source"], rows[2]["_source"], rows[3]["_source"]} == {"linux.auth", "linux.syslog"}

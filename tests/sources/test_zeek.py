@@ -22,7 +22,9 @@ HEADER = (
 )
 
 
-def read(data: bytes, origin: str = "conn.log", batch_size: int = 8192) -> tuple[list[pa.RecordBatch], DeadLetter]:
+def read(
+    data: bytes, origin: str = "conn.log", batch_size: int = 8192
+) -> tuple[list[pa.RecordBatch], DeadLetter]:
     dead = DeadLetter()
     batches = list(ZeekSource(batch_size=batch_size).read(io.BytesIO(data), origin, dead))
     assert all(0 < b.num_rows <= batch_size for b in batches)
@@ -69,7 +71,11 @@ def test_tsv_core_fields_and_bools(datasets: Path) -> None:
 def test_per_type_sources_are_registered_with_mappings(datasets: Path) -> None:
     with gzip.open(datasets / "zeek-wrccdc/zeek-default/dns.log.gz", "rb") as fh:
         head = fh.read(65536)
-    scores = {name: cls.sniff(head, "dns.log.gz") for name, cls in Source.registry.items() if name.startswith("zeek")}
+    scores = {
+        name: cls.sniff(head, "dns.log.gz")
+        for name, cls in Source.registry.items()
+        if name.startswith("zeek")
+    }
     assert max(scores, key=lambda n: scores[n]) == "zeek.dns"
     assert Source.registry["zeek.smb_files"] is ZEEK_SOURCES["smb_files"]
     assert any(m.serves("zeek", None, "smb_files") for m in ZEEK_SOURCES["smb_files"].logsources)
@@ -81,7 +87,9 @@ def test_short_row_long_line_and_bytes() -> None:
     rows = (
         b"1.5\tC1\t10.0.0.1\t10.0.0.2\t100\t-\tT\n"
         b"2.5\tC2\t10.0.0.1\n"
-        + b"3.5\tC3\t" + b"x" * (10 << 20) + b"\n"
+        + b"3.5\tC3\t"
+        + b"x" * (10 << 20)
+        + b"\n"
         + b"4.5\tC4\t10.0.0.3\t10.0.0.4\t1\t2\t(empty)\n#close\t2024\n"
     )
     batches, dead = read(HEADER + rows)
@@ -96,7 +104,9 @@ def test_short_row_long_line_and_bytes() -> None:
 def test_json_bad_lines() -> None:
     data = b'{"_path":"dns","ts":1.0,"id.orig_h":"1.2.3.4","answers":["a","b"]}\n[1,2]\n{bad\n{"ts":"2024-01-01T00:00:00Z"}\n'
     batches, dead = read(data, "dns.json")
-    rows = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default").to_pylist()
+    rows = pa.concat_tables(
+        [pa.Table.from_batches([b]) for b in batches], promote_options="default"
+    ).to_pylist()
     assert [r["_record"] for r in rows] == [1, 4]
     assert rows[0]["answers"] == "a,b" and rows[0]["_src_ip"] == "1.2.3.4"
     assert {r["_source"] for r in rows} == {"zeek.dns"}

@@ -5,18 +5,18 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import orjson
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import typer
 from rich.table import Table
 
 from watchkeeper.cli.app import app, console, fail, warn
-from watchkeeper.lake import Lake, LakeWriter, compact, layout
-from watchkeeper.sources.deadletter import DeadLetter
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# DuckDB, pyarrow.dataset and the lake are imported inside the commands: `watchkeeper hunt` and
+# `--help` should not pay for them at start-up.
 
 lake_app = typer.Typer(help="Maintain the event lake.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
@@ -53,7 +53,9 @@ def ingest(
     batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Events per batch."),
 ) -> None:
     """Write events into the lake (Parquet by source and day); ingesting twice adds nothing."""
+    from watchkeeper.lake import LakeWriter
     from watchkeeper.sources.autodetect import read_inputs  # the sources are optional for query
+    from watchkeeper.sources.deadletter import DeadLetter
 
     dead = DeadLetter(dead_letter)
     try:
@@ -98,6 +100,9 @@ def _print_table(reader: pa.RecordBatchReader) -> None:
 
 
 def _write_stream(reader: pa.RecordBatchReader, fmt: Format) -> None:
+    import orjson
+    import pyarrow.csv as pacsv
+
     out = sys.stdout.buffer
     if fmt is Format.csv:
         with pacsv.CSVWriter(out, reader.schema) as writer:
@@ -119,6 +124,11 @@ def query(
     fmt: Format = typer.Option(Format.table, "--format", help="table (Rich), csv or json (JSON lines)."),
 ) -> None:
     """Run SQL over the lake (read-only)."""
+    import duckdb
+    import pyarrow as pa
+
+    from watchkeeper.lake import Lake
+
     if not lake.is_dir():
         fail(f"no lake at {lake}")
     con = Lake(lake).connect()
@@ -145,6 +155,8 @@ def compact_command(
     ),
 ) -> None:
     """Merge each partition's small files into one (ingest does this itself at 8 files)."""
+
+    from watchkeeper.lake import compact, layout
     if not lake.is_dir():
         fail(f"no lake at {lake}")
     merged = 0

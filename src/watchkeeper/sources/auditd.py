@@ -35,7 +35,9 @@ from watchkeeper.sources.mapped import RowBuffer, iter_lines
 _RECORD_RE = re.compile(rb"(?:node=(\S+) )?type=(\S+) msg=audit\((\d+)(?:\.(\d+))?:(\d+)\): ?(.*)", re.DOTALL)
 _KV = re.compile(r"([\w-]+(?:\[\d+\])?)=(\"[^\"]*\"|'[^']*'|\S*)")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
-_ENCODED = frozenset({"proctitle", "name", "cwd", "exe", "comm", "path", "cmd", "data", "acct", "key", "ocomm"})
+_ENCODED = frozenset(
+    {"proctitle", "name", "cwd", "exe", "comm", "path", "cmd", "data", "acct", "key", "ocomm"}
+)
 _ARG = re.compile(r"a(\d+)(?:\[(\d+)\])?")
 _UNSET_IDS = {"4294967295", "-1", "unset"}
 #: Open events kept while waiting for their `EOE`; records of one event are at most this far apart.
@@ -43,18 +45,58 @@ WINDOW = 32
 
 #: x86_64 syscall numbers of the calls Sigma's auditd rules name (`SYSCALL: execve`).
 X86_64_SYSCALLS = {
-    "0": "read", "1": "write", "2": "open", "42": "connect", "43": "accept", "49": "bind", "50": "listen",
-    "56": "clone", "57": "fork", "58": "vfork", "59": "execve", "62": "kill", "82": "rename",
-    "83": "mkdir", "84": "rmdir", "85": "creat", "86": "link", "87": "unlink", "88": "symlink",
-    "90": "chmod", "92": "chown", "99": "sysinfo", "101": "ptrace", "105": "setuid", "133": "mknod",
-    "165": "mount", "175": "init_module", "176": "delete_module", "257": "openat", "259": "mknodat",
-    "263": "unlinkat", "268": "fchmodat", "313": "finit_module", "319": "memfd_create", "322": "execveat",
+    "0": "read",
+    "1": "write",
+    "2": "open",
+    "42": "connect",
+    "43": "accept",
+    "49": "bind",
+    "50": "listen",
+    "56": "clone",
+    "57": "fork",
+    "58": "vfork",
+    "59": "execve",
+    "62": "kill",
+    "82": "rename",
+    "83": "mkdir",
+    "84": "rmdir",
+    "85": "creat",
+    "86": "link",
+    "87": "unlink",
+    "88": "symlink",
+    "90": "chmod",
+    "92": "chown",
+    "99": "sysinfo",
+    "101": "ptrace",
+    "105": "setuid",
+    "133": "mknod",
+    "165": "mount",
+    "175": "init_module",
+    "176": "delete_module",
+    "257": "openat",
+    "259": "mknodat",
+    "263": "unlinkat",
+    "268": "fchmodat",
+    "313": "finit_module",
+    "319": "memfd_create",
+    "322": "execveat",
 }
 _X86_64 = "c000003e"
 
 _TIME, _HOST, _USER, _PROCESS, _CMD, _PATH, _ACTION, _OUTCOME, _SRC, _RECORD = (
-    col(n) for n in ("time", "host", "user", "process", "command_line", "file_path", "action", "outcome",
-                     "src_ip", "record")
+    col(n)
+    for n in (
+        "time",
+        "host",
+        "user",
+        "process",
+        "command_line",
+        "file_path",
+        "action",
+        "outcome",
+        "src_ip",
+        "record",
+    )
 )
 
 
@@ -150,9 +192,9 @@ def _record(m: re.Match[bytes]) -> dict[str, Any]:
     for key, raw in _KV.findall(enriched):
         row[f"{key.lower()}_name"] = raw.strip("\"'")
     if "syscall" in row and "syscall_name" not in row and row.get("arch") == _X86_64:
-        name = X86_64_SYSCALLS.get(row["syscall"])
-        if name is not None:
-            row["syscall_name"] = name
+        known = X86_64_SYSCALLS.get(row["syscall"])
+        if known is not None:
+            row["syscall_name"] = known
     return row
 
 

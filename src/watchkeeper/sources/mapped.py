@@ -19,8 +19,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Mapping
-from itertools import chain
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, BinaryIO
 
 import orjson
@@ -204,7 +204,7 @@ class MappedSource(Source):
 
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of the mapped records of a CSV or JSON-lines stream."""
-        buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+        buffered: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
         fmt = self.fmt or ("jsonl" if buffered.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{" else "csv")
         records = self._csv(buffered, origin, dead) if fmt == "csv" else self._jsonl(buffered, origin, dead)
         out = RowBuffer(self.label, origin, self.batch_size)
@@ -228,7 +228,7 @@ class MappedSource(Source):
                 elif target == "bytes":
                     row[col("bytes")] = _int_or_none(value)
                 else:
-                    row[col(target)] = value
+                    row[col(target)] = value or None  # empty counts as absent, as for native fields
             else:
                 row[target] = value
         return row
@@ -300,6 +300,6 @@ def _bounded(text: io.TextIOWrapper, origin: str, dead: DeadLetter) -> Iterator[
 
 def _int_or_none(value: str | None) -> int | None:
     try:
-        return int(value) if value not in (None, "", "-") else None  # type: ignore[arg-type]
+        return int(value) if value not in (None, "", "-") else None
     except ValueError:
         return None

@@ -193,7 +193,7 @@ class _YearClock:
         self.year = year
         self.now = now
         self.last_month = 0
-        self.days: dict[tuple[int, int, int], int] = {}
+        self.days: dict[str, int | None] = {}
 
     def micros(self, monthday: str, hh: str, mm: str, ss: str) -> int | None:
         """µs since the epoch of `Mmm dd` and a time of day."""
@@ -257,7 +257,9 @@ def _ietf(m: re.Match[str]) -> dict[str, Any]:
     return _finish(row, None if app == "-" else app, None if procid == "-" else procid, text, pri)
 
 
-def _finish(row: dict[str, Any], program: str | None, pid: str | None, text: str, pri: str | None) -> dict[str, Any]:
+def _finish(
+    row: dict[str, Any], program: str | None, pid: str | None, text: str, pri: str | None
+) -> dict[str, Any]:
     auth = False
     if pri is not None:
         value = int(pri)

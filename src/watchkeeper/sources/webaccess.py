@@ -36,11 +36,22 @@ _TIME, _SRC, _USER, _ACTION, _OUTCOME, _BYTES, _RECORD, _HOST = (
 
 #: nginx `log_format` variable names (as JSON keys) -> the W3C names the rules use.
 _NGINX = {
-    "remote_addr": "c-ip", "remote_user": "cs-username", "request_method": "cs-method",
-    "request_uri": "cs-uri-query", "uri": "cs-uri-stem", "status": "sc-status", "body_bytes_sent": "sc-bytes",
-    "bytes_sent": "sc-bytes", "http_referer": "cs-referer", "http_user_agent": "cs-user-agent",
-    "host": "cs-host", "http_host": "cs-host", "server_protocol": "cs-version", "request": "request",
-    "content_type": "cs-content-type", "http_content_type": "cs-content-type",
+    "remote_addr": "c-ip",
+    "remote_user": "cs-username",
+    "request_method": "cs-method",
+    "request_uri": "cs-uri-query",
+    "uri": "cs-uri-stem",
+    "status": "sc-status",
+    "body_bytes_sent": "sc-bytes",
+    "bytes_sent": "sc-bytes",
+    "http_referer": "cs-referer",
+    "http_user_agent": "cs-user-agent",
+    "host": "cs-host",
+    "http_host": "cs-host",
+    "server_protocol": "cs-version",
+    "request": "request",
+    "content_type": "cs-content-type",
+    "http_content_type": "cs-content-type",
 }
 _NGINX_TIME = ("time_iso8601", "@timestamp", "timestamp", "time_local", "time", "msec")
 
@@ -62,8 +73,10 @@ class WebAccessSource(Source):
         if all(_STRICT_HEAD.match(ln) for ln in lines):
             return 0.9
         first = lines[0].lstrip(b"\xef\xbb\xbf \t")
-        if first.startswith(b"{") and b'"remote_addr"' in first and (
-            b'"request"' in first or b'"request_uri"' in first or b'"status"' in first
+        if (
+            first.startswith(b"{")
+            and b'"remote_addr"' in first
+            and (b'"request"' in first or b'"request_uri"' in first or b'"status"' in first)
         ):
             return 0.85
         return 0.0

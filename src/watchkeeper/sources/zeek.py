@@ -35,23 +35,67 @@ from watchkeeper.sources.mapped import MAX_LINE, RowBuffer, iter_lines, parse_ti
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
 ZEEK_SERVICES = (
-    "conn", "dns", "http", "ssl", "x509", "files", "smtp", "ssh", "rdp", "dce_rpc", "smb_files",
-    "smb_mapping", "kerberos", "ntlm", "ftp", "dhcp", "snmp", "notice", "weird", "software", "pe",
-    "sip", "radius", "tunnel", "ocsp", "known_services", "known_hosts", "known_certs", "syslog", "ntp",
-    "modbus", "rfb", "mysql", "irc", "dpd", "intel", "socks", "ldap", "ldap_search", "quic",
+    "conn",
+    "dns",
+    "http",
+    "ssl",
+    "x509",
+    "files",
+    "smtp",
+    "ssh",
+    "rdp",
+    "dce_rpc",
+    "smb_files",
+    "smb_mapping",
+    "kerberos",
+    "ntlm",
+    "ftp",
+    "dhcp",
+    "snmp",
+    "notice",
+    "weird",
+    "software",
+    "pe",
+    "sip",
+    "radius",
+    "tunnel",
+    "ocsp",
+    "known_services",
+    "known_hosts",
+    "known_certs",
+    "syslog",
+    "ntp",
+    "modbus",
+    "rfb",
+    "mysql",
+    "irc",
+    "dpd",
+    "intel",
+    "socks",
+    "ldap",
+    "ldap_search",
+    "quic",
 )
 
 #: Extra Sigma logsources some log types answer, with the renames of rule fields to Zeek's.
 _EXTRA: dict[str, tuple[LogSourceMapping, ...]] = {
-    "dns": (
-        LogSourceMapping(category="dns", renames={"answer": "answers", "record_type": "qtype_name"}),
-    ),
+    "dns": (LogSourceMapping(category="dns", renames={"answer": "answers", "record_type": "qtype_name"}),),
     "http": (
-        LogSourceMapping(category="proxy", renames={
-            "c-uri": "uri", "c-useragent": "user_agent", "cs-method": "method", "cs-host": "host",
-            "cs-referrer": "referrer", "sc-status": "status_code", "c-ip": "id.orig_h",
-            "cs-bytes": "request_body_len", "sc-bytes": "response_body_len", "r-dns": "host",
-        }),
+        LogSourceMapping(
+            category="proxy",
+            renames={
+                "c-uri": "uri",
+                "c-useragent": "user_agent",
+                "cs-method": "method",
+                "cs-host": "host",
+                "cs-referrer": "referrer",
+                "sc-status": "status_code",
+                "c-ip": "id.orig_h",
+                "cs-bytes": "request_body_len",
+                "sc-bytes": "response_body_len",
+                "r-dns": "host",
+            },
+        ),
     ),
 }
 
@@ -92,8 +136,10 @@ class ZeekSource(Source):
             score = 0.95
         else:
             first = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
-            if first.startswith(b"{") and b'"ts":' in first and (
-                b'"id.orig_h":' in first or b'"_path":' in first or b'"uid":"C' in first
+            if (
+                first.startswith(b"{")
+                and b'"ts":' in first
+                and (b'"id.orig_h":' in first or b'"_path":' in first or b'"uid":"C' in first)
             ):
                 score = 0.9
         if score and cls.log_type is not None:
@@ -117,15 +163,21 @@ class ZeekSource(Source):
         number = 0
         while line.startswith(b"#"):
             number += 1
-            key, _, value = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" " if line.startswith(b"#separator") else "\t")
+            key, _, value = (
+                line.rstrip(b"\r\n")
+                .decode("utf-8", "replace")
+                .partition(" " if line.startswith(b"#separator") else "\t")
+            )
             header[key[1:]] = value
             line = stream.readline(MAX_LINE + 1)
-        sep = header.get("separator", "\\x09").encode().decode("unicode_escape")
-        fields = header.get("fields", "").split(sep) if "fields" in header else []
-        types = header.get("types", "").split(sep) if "types" in header else []
-        if not fields or len(sep) != 1:
-            dead.add(origin, None, "Zeek TSV without a #fields header or with a multi-character separator")
+        sep = re.sub(
+            r"\\x([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), header.get("separator", "\t")
+        )
+        if len(sep) != 1 or "fields" not in header:
+            dead.add(origin, None, "Zeek TSV without a #fields header or with a separator not one character")
             return
+        fields = header["fields"].split(sep)
+        types = header.get("types", "").split(sep)
         source = source_name(header.get("path") or log_type_of(origin))
         guard = _LineGuard(line, stream, origin, dead, offset=number)
         skipped: list[int] = []
@@ -134,25 +186,42 @@ class ZeekSource(Source):
             text = row.text or ""
             if not text.startswith("#"):  # `#close` and markers of over-long lines are not data
                 where = None if row.number is None else number + row.number
-                dead.add(origin, where, f"Zeek TSV row has {row.actual_columns} columns, #fields names "
-                         f"{row.expected_columns}", text)
+                dead.add(
+                    origin,
+                    where,
+                    f"Zeek TSV row has {row.actual_columns} columns, #fields names {row.expected_columns}",
+                    text,
+                )
             if row.number is not None:
                 skipped.append(row.number)
             return "skip"
 
-        reader = pacsv.open_csv(
-            io.BufferedReader(guard, _CHUNK),
-            read_options=pacsv.ReadOptions(column_names=fields, use_threads=False, block_size=2 * MAX_LINE + _CHUNK),
-            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False, escape_char=False,
-                                             ignore_empty_lines=False, invalid_row_handler=invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(fields, pa.string()),
-                null_values=[header.get("unset_field", "-"), header.get("empty_field", "(empty)"), ""],
-                strings_can_be_null=True),
-        )
+        try:
+            reader = pacsv.open_csv(
+                io.BufferedReader(guard, _CHUNK),
+                read_options=pacsv.ReadOptions(
+                    column_names=fields, use_threads=False, block_size=2 * MAX_LINE + _CHUNK
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=sep,
+                    quote_char=False,
+                    escape_char=False,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(fields, pa.string()),
+                    null_values=[header.get("unset_field", "-"), header.get("empty_field", "(empty)"), ""],
+                    strings_can_be_null=True,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            if guard.lines > number:  # an empty body is a valid log with no records
+                dead.add(origin, None, f"Zeek TSV body unreadable: {exc}")
+            return
         bools = [f for f, t in zip(fields, types, strict=False) if t == "bool"]
         next_row = 1
-        for batch in reader:
+        for batch in _batches(reader, origin, dead):
             # Physical row numbers of this batch: the next ones, minus the rows the handler
             # skipped. The reader parses ahead, so `skipped` may already hold later rows.
             span = np.arange(next_row, next_row + batch.num_rows + len(skipped), dtype=np.int64)
@@ -164,7 +233,9 @@ class ZeekSource(Source):
                 skipped[:] = [s for s in skipped if s >= next_row]
             records = pa.array(span + number, pa.int64())
             first_col = batch.column(0)
-            keep = pc.and_(pc.is_valid(first_col), pc.invert(pc.fill_null(pc.starts_with(first_col, "#"), False)))
+            keep = pc.and_(
+                pc.is_valid(first_col), pc.invert(pc.fill_null(pc.starts_with(first_col, "#"), False))
+            )
             if not pc.all(keep).as_py():
                 batch = batch.filter(keep)
                 records = records.filter(keep)
@@ -176,7 +247,9 @@ class ZeekSource(Source):
 
     # --- JSON --------------------------------------------------------------------------------
 
-    def _json(self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+    def _json(
+        self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter
+    ) -> Iterator[pa.RecordBatch]:
         default = log_type_of(origin)
         buffers: dict[str, RowBuffer] = {}
         chained = _Prefixed(first, stream)
@@ -221,6 +294,18 @@ class ZeekSource(Source):
                 yield batch
 
 
+def _batches(reader: pacsv.CSVStreamingReader, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; an error pyarrow raises mid-file ends the file with a dead-letter entry."""
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            dead.add(origin, None, f"Zeek TSV unreadable from here on: {exc}")
+            return
+
+
 def _head_path(head: bytes) -> str | None:
     m = re.search(rb"^#path\t(\S+)", head, re.MULTILINE) or re.search(rb'"_path":"([^"]+)"', head)
     return m.group(1).decode("utf-8", "replace") if m else None
@@ -255,10 +340,16 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
     if "id.resp_h" in names:
         extra[_DST] = batch.column("id.resp_h")
     if "orig_bytes" in names or "resp_bytes" in names:
-        parts = [pc.cast(batch.column(c), pa.int64(), safe=False) for c in ("orig_bytes", "resp_bytes") if c in names]
+        parts = [
+            pc.cast(batch.column(c), pa.int64(), safe=False)
+            for c in ("orig_bytes", "resp_bytes")
+            if c in names
+        ]
         total = parts[0] if len(parts) == 1 else pc.add(pc.fill_null(parts[0], 0), pc.fill_null(parts[1], 0))
         if len(parts) == 2:
-            total = pc.if_else(pc.and_(pc.is_null(parts[0]), pc.is_null(parts[1])), pa.scalar(None, pa.int64()), total)
+            total = pc.if_else(
+                pc.and_(pc.is_null(parts[0]), pc.is_null(parts[1])), pa.scalar(None, pa.int64()), total
+            )
         extra[_BYTES] = total
     kind = source.partition(".")[2]
     if _USER_FIELD.get(kind) in names:
@@ -344,7 +435,7 @@ class _LineGuard(io.RawIOBase):
             self.skipping += nl
             self._overlong()
             out = b"#\n"
-            data = data[nl + 1:]
+            data = data[nl + 1 :]
         last = data.rfind(b"\n")
         if last < 0:
             self.pending += data
@@ -356,10 +447,10 @@ class _LineGuard(io.RawIOBase):
             self.head, self.skipping = (self.pending + data[:4096])[:4096], len(self.pending) + first
             self._overlong()
             out += b"#\n"
-            body = data[first + 1:last + 1]
+            body = data[first + 1 : last + 1]
         else:
-            body = self.pending + data[:last + 1]
-        self.pending = data[last + 1:]
+            body = self.pending + data[: last + 1]
+        self.pending = data[last + 1 :]
         self.lines += body.count(b"\n")
         # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
         # as in the other text sources) instead of failing pyarrow's string conversion.
@@ -367,8 +458,12 @@ class _LineGuard(io.RawIOBase):
 
     def _overlong(self) -> None:
         self.lines += 1
-        self.dead.add(self.origin, self.lines, f"line of {self.skipping} bytes is longer than the limit "
-                      f"of {MAX_LINE}", self.head)
+        self.dead.add(
+            self.origin,
+            self.lines,
+            f"line of {self.skipping} bytes is longer than the limit of {MAX_LINE}",
+            self.head,
+        )
         self.skipping = 0
         self.head = b""
 
@@ -376,11 +471,17 @@ class _LineGuard(io.RawIOBase):
 def _register(log_type: str) -> type[ZeekSource]:
     """Declare the source `zeek.<log_type>` with its Sigma logsources (one class per type)."""
     mappings = (LogSourceMapping(product="zeek", service=log_type), *_EXTRA.get(log_type, ()))
-    cls = type(f"Zeek_{log_type}", (ZeekSource,), {
-        "name": source_name(log_type), "log_type": log_type, "logsources": mappings,
-        "__doc__": f"Zeek `{log_type}` logs.", "__module__": __name__,
-    })
-    return cls
+    return type(
+        f"Zeek_{log_type}",
+        (ZeekSource,),
+        {
+            "name": source_name(log_type),
+            "log_type": log_type,
+            "logsources": mappings,
+            "__doc__": f"Zeek `{log_type}` logs.",
+            "__module__": __name__,
+        },
+    )
 
 
 ZEEK_SOURCES: dict[str, type[ZeekSource]] = {t: _register(t) for t in ZEEK_SERVICES}
