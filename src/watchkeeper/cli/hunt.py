@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from watchkeeper.cli.app import app, console, err_console, warn
 from watchkeeper.detect.levels import parse_level
+from watchkeeper.errors import ConfigError
 from watchkeeper.output.writers import close_writer, open_writer
 
 MAX_WARNINGS = 20
@@ -18,7 +20,7 @@ MAX_WARNINGS = 20
 
 @app.command()
 def hunt(
-    paths: list[Path] = typer.Argument(None, help="Files, folders or archives (.zip, .gz, .tar.gz) to hunt."),
+    paths: list[Path] | None = typer.Argument(None, help="Files, folders or archives (.zip, .gz, .tar.gz) to hunt."),
     rules: list[Path] = typer.Option(
         None, "--rules", "-r", help="Sigma rule file or folder; repeatable. Default: bundled + installed SigmaHQ."
     ),
@@ -28,6 +30,9 @@ def hunt(
     dead_letter: Path | None = typer.Option(
         None, "--dead-letter", help="Where unreadable records go (default: beside --output, or ./watchkeeper-deadletter.jsonl)."
     ),
+    lake: Path | None = typer.Option(None, "--lake", help="Hunt the events of this lake instead of files."),
+    since: str | None = typer.Option(None, "--since", help="With --lake: events at or after this time (ISO 8601, UTC)."),
+    until: str | None = typer.Option(None, "--until", help="With --lake: events before this time (ISO 8601, UTC)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompile the rules instead of using the cache."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary."),
 ) -> None:
@@ -36,8 +41,12 @@ def hunt(
     from watchkeeper.output.summary import render_summary
     from watchkeeper.rulesets import default_rule_paths
 
-    if not paths:
-        raise typer.BadParameter("give at least one file or folder to hunt", param_hint="PATHS")
+    if not paths and lake is None:
+        raise typer.BadParameter("give at least one file or folder to hunt, or --lake", param_hint="PATHS")
+    if paths and lake is not None:
+        raise typer.BadParameter("hunt either files or a lake, not both", param_hint="--lake")
+    if (since or until) and lake is None:
+        raise typer.BadParameter("--since and --until select events of a lake", param_hint="--lake")
     level = parse_level(min_level) if min_level else None
     rule_paths = list(rules) if rules else default_rule_paths()
     if dead_letter is None:
@@ -66,11 +75,19 @@ def hunt(
         members += 1
         progress.update(task, description=f"{members:,} files · {source} · {getattr(member, 'display', member)}"[:100])
 
-    options = HuntOptions(paths=list(paths), rules=rule_paths, min_level=level, dead_letter=dead_letter,
+    batches = None
+    if lake is not None:
+        from watchkeeper.lake import Lake
+
+        if not lake.is_dir():
+            raise ConfigError(f"no lake at {lake}", hint="create one with `watchkeeper ingest PATH --lake DIR`")
+        batches = Lake(lake).scan(parse_time(since, "--since"), parse_time(until, "--until"))
+    options = HuntOptions(paths=list(paths or []), rules=rule_paths, min_level=level, dead_letter=dead_letter,
                           use_cache=not no_cache)
     try:
         with progress:
-            stats = run_hunt(options, writer.write if writer else _discard, on_member=on_member, announce=announce)
+            stats = run_hunt(options, writer.write if writer else _discard, on_member=on_member, announce=announce,
+                             batches=batches)
     finally:
         if writer is not None:
             close_writer(writer)
@@ -86,3 +103,14 @@ def hunt(
 
 def _discard(_: object) -> None:
     return None
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time from the command line; without an offset it is UTC."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time", hint="e.g. 2026-11-23T08:00:00Z") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

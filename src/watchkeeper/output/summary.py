@@ -17,8 +17,9 @@ def render_summary(stats: HuntStats, console: Console, top: int = 10) -> None:
     rate = stats.events / stats.seconds if stats.seconds else 0.0
     unsupported = sum(1 for p in stats.problems if p.kind == "unsupported")
     invalid = sum(1 for p in stats.problems if p.kind == "error")
+    origin = f" from {stats.members:,} files" if stats.members else ""
     console.print(
-        f"[bold]Events read[/bold] {stats.events:,} from {stats.members:,} files in {stats.seconds:.2f} s "
+        f"[bold]Events read[/bold] {stats.events:,}{origin} in {stats.seconds:.2f} s "
         f"({rate:,.0f} events/s); [bold]unreadable records[/bold] {stats.dead_letters:,}"
     )
     console.print(
