@@ -33,13 +33,11 @@ CORE_FIELDS: dict[str, pa.DataType] = {
     "bytes": pa.int64(),
 }
 
-#: Provenance: the file the record came from (`archive.zip!member` inside archives), its record
-#: number there (EventRecordID for EVTX, line number for text formats), and in the lake a stable
-#: event id (a hash of the record) that makes ingestion idempotent.
+#: Provenance: the file the record came from (`archive.zip!member` inside archives) and its
+#: record number there (EventRecordID for EVTX, line number for text formats).
 PROVENANCE_FIELDS: dict[str, pa.DataType] = {
     "file": pa.string(),
     "record": pa.int64(),
-    "event_id": pa.string(),
 }
 
 RESERVED: dict[str, pa.DataType] = {**CORE_FIELDS, **PROVENANCE_FIELDS}
