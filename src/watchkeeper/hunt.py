@@ -100,7 +100,7 @@ def select_rules(ruleset: RuleSet, min_level: str | None) -> list[CompiledRule]:
 def run_hunt(
     options: HuntOptions,
     sink: Sink,
-    on_member: Callable[[Any, str], None] | None = None,
+    on_member: Callable[[Any, str | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
     batches: Iterable[pa.RecordBatch] | None = None,
 ) -> HuntStats:
@@ -119,7 +119,7 @@ def run_hunt(
 
     dead = DeadLetter(options.dead_letter, announce)
 
-    def counted_member(member: Any, source: str) -> None:
+    def counted_member(member: Any, source: str | None) -> None:
         stats.members += 1
         if on_member is not None:
             on_member(member, source)

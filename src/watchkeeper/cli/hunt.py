@@ -70,7 +70,7 @@ def hunt(
     task = progress.add_task("loading rules", total=None)
     members = 0
 
-    def on_member(member: Any, source: str) -> None:
+    def on_member(member: Any, source: str | None) -> None:
         nonlocal members
         members += 1
         progress.update(task, description=f"{members:,} files · {source} · {getattr(member, 'display', member)}"[:100])

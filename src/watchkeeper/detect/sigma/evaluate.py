@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import TypeAlias
 
+import ahocorasick_rs
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-
-import ahocorasick_rs
 
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
 from watchkeeper.events import RESERVED_COLUMNS
