@@ -304,5 +304,5 @@ filter:
     rules = write(tmp_path / "rules", {
         "rule.yml": rule_text("Whoami", rule_id="1c0e8f55-4b1b-4a67-9a2e-1f3f9b8d2c44"), "filter.yml": flt})
     ruleset = load_rules([rules])
-    # Nothing is skipped silently: the filter file is a filter or a problem.
-    assert len(ruleset.filters) + len(ruleset.problems) == 1
+    assert ruleset.problems == []
+    assert [(f.title, f.rules) for f in ruleset.filters] == [("Jump host", ("1c0e8f55-4b1b-4a67-9a2e-1f3f9b8d2c44",))]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import tarfile
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -93,3 +95,25 @@ def test_fields_mapped_back() -> None:
 @given(st.binary(max_size=1024))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     read(data)
+
+
+def test_winlogbeat_6_layout_from_otrf_archive(datasets: Path) -> None:
+    """Winlogbeat 6.x documents (top-level `event_data`, `log_name`, `event_id`) in a real OTRF archive."""
+    archive = datasets / "security-datasets/datasets/atomic/windows/defense_evasion/host/empire_wdigest_downgrade.tar.gz"
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar if m.isfile() and m.name.endswith(".json"))
+        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+    lines = [line for line in data.splitlines() if line.strip()]
+    assert Winlogbeat.sniff(data[:65536], member.name) > 0.5
+    dead = DeadLetter()
+    table = pa.Table.from_batches(list(Winlogbeat().read(io.BytesIO(data), member.name, dead)))
+    assert dead.count == 0
+    assert table.num_rows == len(lines)
+    first = orjson.loads(lines[0])
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["EventID"] == str(first["event_id"])
+    assert row["Channel"] == first["log_name"]
+    assert row["Computer"] == first["computer_name"]
+    assert row["EventRecordID"] == str(first["record_number"])
+    for key, value in first["event_data"].items():
+        assert row[key] == value

@@ -29,8 +29,18 @@ _SYSTEM = {
     "winlog.process.thread.id": "ThreadID",
     "winlog.user.identifier": "UserID",
     "winlog.keywords": "Keywords",
+    # Winlogbeat 6.x kept the same fields at the top level under other names.
+    "event_id": "EventID",
+    "log_name": "Channel",
+    "computer_name": "Computer",
+    "source_name": "Provider_Name",
+    "record_number": "EventRecordID",
+    "task": "Task",
+    "opcode": "Opcode",
+    "keywords": "Keywords",
+    "level": "Level",
 }
-_DATA_PREFIXES = ("winlog.event_data.", "winlog.user_data.")
+_DATA_PREFIXES = ("winlog.event_data.", "winlog.user_data.", "event_data.", "user_data.")
 
 
 class Winlogbeat(JsonSource):
@@ -49,6 +59,9 @@ class Winlogbeat(JsonSource):
         # Elasticsearch search hits (`_source`) flattened by an export keep dotted keys.
         if sniff_json(head, (b'"winlog.',)):
             return 0.9
+        # Winlogbeat 6.x: no `winlog` object; `log_name`, `event_id` and `event_data` at the top.
+        if sniff_json(head, (b'"log_name"',), (b'"event_id"',)) and b'"event_data"' in head:
+            return 0.9
         return 0.0
 
     def row(self, obj: dict[str, Any]) -> dict[str, Any] | str:
@@ -59,7 +72,7 @@ class Winlogbeat(JsonSource):
         # Event data first: batch_from_rows keeps the first spelling of a case-insensitive name.
         for key, value in flat.items():
             if key.startswith(_DATA_PREFIXES):
-                row[key.split(".", 2)[2]] = value
+                row[key.split(".", 2)[-1] if key.startswith("winlog.") else key.split(".", 1)[1]] = value
         for key, name in _SYSTEM.items():
             if key in flat:
                 row.setdefault(name, flat[key])

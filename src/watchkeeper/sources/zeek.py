@@ -138,7 +138,7 @@ class ZeekSource(Source):
             first = head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
             if (
                 first.startswith(b"{")
-                and b'"ts":' in first
+                and (b'"ts":' in first or b'"_write_ts":' in first)  # loaded_scripts has no `ts`
                 and (b'"id.orig_h":' in first or b'"_path":' in first or b'"uid":"C' in first)
             ):
                 score = 0.9
