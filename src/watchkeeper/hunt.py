@@ -26,7 +26,9 @@ from watchkeeper.events import col, native_columns
 from watchkeeper.sources import load_all
 from watchkeeper.sources.deadletter import DeadLetter
 
-COALESCE_ROWS = 32768
+COALESCE_ROWS = 8192
+#: Merged batches also stay under this many bytes: memory follows bytes, not rows.
+COALESCE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,20 +159,25 @@ def coalesce(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Record
     (one per small EVTX file) are merged; batches already large pass through unchanged.
     """
     pending: list[pa.RecordBatch] = []
-    pending_rows = 0
+    pending_rows = pending_bytes = 0
     pending_source: str | None = None
     for batch in batches:
         if batch.num_rows == 0:
             continue
         source = batch.column(col("source"))[0].as_py()
-        if pending and (source != pending_source or pending_rows + batch.num_rows > rows):
+        size = batch.nbytes
+        if pending and (
+            source != pending_source or pending_rows + batch.num_rows > rows
+            or pending_bytes + size > COALESCE_BYTES
+        ):
             yield _merge(pending)
-            pending, pending_rows = [], 0
-        if batch.num_rows >= rows // 4:
+            pending, pending_rows, pending_bytes = [], 0, 0
+        if batch.num_rows >= rows // 4 or size >= COALESCE_BYTES // 4:
             yield batch
             continue
         pending.append(batch)
         pending_rows += batch.num_rows
+        pending_bytes += size
         pending_source = source
     if pending:
         yield _merge(pending)

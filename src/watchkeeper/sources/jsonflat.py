@@ -270,6 +270,7 @@ class JsonSource(Source):
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of the JSON records in `stream`."""
         rows: list[Mapping[str, Any]] = []
+        cells = 0
         records = JsonRecords(self.wrappers, self.max_bytes)
         source = self.name
         for number, obj in records.read(stream, origin, dead):
@@ -281,11 +282,19 @@ class JsonSource(Source):
             row["_file"] = origin
             row["_record"] = number
             rows.append(row)
-            if len(rows) >= self.batch_size:
+            cells += sum(len(v) for v in row.values() if type(v) is str)
+            # Records of kilobytes (ECS documents with a rendered `message`) are cut by size too,
+            # so memory stays bounded whatever the records look like.
+            if len(rows) >= self.batch_size or cells >= MAX_BATCH_CHARS:
                 yield batch_from_rows(rows)
                 rows = []
+                cells = 0
         if rows:
             yield batch_from_rows(rows)
+
+
+#: A batch is cut at this many characters of field values even before `batch_size` rows.
+MAX_BATCH_CHARS = 8 * 1024 * 1024
 
 
 def sniff_json(head: bytes, required: Collection[bytes], any_of: Collection[bytes] = ()) -> bool:

@@ -66,6 +66,9 @@ def _leaves(row: dict[str, Any], node: Mapping[str, Any], parent: str) -> None:
             _leaves(row, value, name)
         else:
             _put(row, name, value)
+            if " " in name:
+                # Defender writes `Threat Name`; rules (and Zircolite) say `ThreatName`.
+                _put(row, name.replace(" ", ""), value)
 
 
 def _system(row: dict[str, Any], system: Mapping[str, Any]) -> None:

@@ -24,6 +24,8 @@ _FLAT_CONTEXT = ("Channel", "SourceName", "Hostname", "ProviderGuid")
 # JSON structure outside strings: used to cut a stream of pretty-printed objects into objects.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]|[^\s{}\[\],"]+|"')
 _BOM = b"\xef\xbb\xbf"
+#: A batch is cut at this many bytes of JSON even before `batch_size` rows.
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 def _first_object(head: bytes) -> Any:
@@ -78,14 +80,18 @@ class WindowsJsonSource(Source):
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of events; bad lines or objects go to the dead letter with their line."""
         builder = ColumnBuilder(self.batch_size)
-        for line, value in self._values(stream, origin, dead):
+        size = 0
+        for line, value, length in self._values(stream, origin, dead):
             if not isinstance(value, dict):
                 kind = "an array" if isinstance(value, list) else "a scalar"
                 dead.add(origin, line, f"line {line} holds {kind}, not a JSON object")
                 continue
             self._add(builder, value, line)
-            if builder.n >= self.batch_size:
+            size += length
+            # Rows alone do not bound memory: OTRF events carry kilobytes of rendered `Message`.
+            if builder.n >= self.batch_size or size >= BATCH_BYTES:
                 yield builder.build(self.name, origin)
+                size = 0
         if builder.n:
             yield builder.build(self.name, origin)
 
@@ -99,8 +105,8 @@ class WindowsJsonSource(Source):
         else:
             builder.add_flat(value, line)
 
-    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any]]:
-        """(line, decoded value) pairs: JSON lines fast, anything else through the object splitter."""
+    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any, int]]:
+        """(line, decoded value, its size) triples: JSON lines fast, anything else split by structure."""
         number = 0
         for raw in stream:
             number += 1
@@ -110,7 +116,7 @@ class WindowsJsonSource(Source):
             if not text:
                 continue
             try:
-                yield number, orjson.loads(text)
+                yield number, orjson.loads(text), len(text)
                 continue
             except orjson.JSONDecodeError as exc:
                 if not text.startswith((b"{", b"[")) or number > 1:
@@ -123,7 +129,7 @@ class WindowsJsonSource(Source):
 
 def _split(
     first: bytes, number: int, stream: BinaryIO, origin: str, dead: DeadLetter
-) -> Iterator[tuple[int, Any]]:
+) -> Iterator[tuple[int, Any, int]]:
     """Cut a stream of values (or one array of them) into values, one held in memory at a time."""
     in_array = False
     depth = 0
@@ -131,9 +137,9 @@ def _split(
     parts: list[bytes] = []
     collecting = False
 
-    def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any]]:
+    def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any, int]]:
         try:
-            yield line, orjson.loads(chunk)
+            yield line, orjson.loads(chunk), len(chunk)
         except orjson.JSONDecodeError as exc:
             dead.add(origin, line, f"value starting at line {line}: invalid JSON: {exc}", chunk)
 
