@@ -151,7 +151,7 @@ def _string(field: str | None, value: SigmaString, cased: bool) -> Match:
             return Match(field, Op.EXISTS, ("true",))
         return Match(field, op, (text,), cased=cased)
     pattern = []
-    for p in parts:
+    for p in middle:
         if p is SpecialChars.WILDCARD_MULTI:
             pattern.append(".*")
         elif p is SpecialChars.WILDCARD_SINGLE:
@@ -160,7 +160,10 @@ def _string(field: str | None, value: SigmaString, cased: bool) -> Match:
             pattern.append(re.escape(p if cased else p.lower()))
         else:
             raise Unsupported(f"string part {p!r} is not supported")
-    return Match(field, Op.GLOB, ("^" + "".join(pattern) + "$",), cased=cased, flags="s")
+    # A leading or trailing `*` is an unanchored search: `^.*` before a pattern makes RE2 scan
+    # long values (script blocks) far more slowly for the same answer.
+    body = ("" if lead else "^") + "".join(pattern) + ("" if trail else "$")
+    return Match(field, Op.GLOB, (body,), cased=cased, flags="s")
 
 
 def simplify(node: Node) -> Node:

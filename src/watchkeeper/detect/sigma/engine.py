@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, LiteralIndex
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
+from watchkeeper.detect.sigma.evaluate import MIN_LITERAL, BatchColumns, BatchMatcher, LiteralIndex
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op, necessary_by_field
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -33,6 +33,8 @@ class _Step:
     mapping: LogSourceMapping
     selector: Node | None  # None: every row of the batch
     rules: tuple[CompiledRule, ...]
+    #: Per rule, (field, literal) pairs of which one must occur for it to match (None: no such).
+    needs: tuple[tuple[tuple[str, frozenset[str]], ...] | None, ...]
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ class SigmaEngine:
                     by_mapping.setdefault(id(m), []).append(rule)
             for m in src.logsources:
                 if id(m) in by_mapping:
-                    steps.append(_Step(m, _selector(m), tuple(by_mapping[id(m)])))
+                    rules = tuple(by_mapping[id(m)])
+                    needs = tuple(necessary_by_field(r.condition, MIN_LITERAL) for r in rules)
+                    steps.append(_Step(m, _selector(m), rules, needs))
         conditions = list({r.id + r.path: r.condition for s in steps for r in s.rules}.values())
         plan = self._plans[source_name] = _Plan(steps, LiteralIndex(conditions))
         if src is not None:
@@ -122,7 +126,10 @@ class SigmaEngine:
                     continue
                 rows = np.flatnonzero(mask)
                 matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
-            for rule in step.rules:
+            for rule, needs in zip(step.rules, step.needs, strict=True):
+                # One lookup in the literal scans rules out most rules before any evaluation.
+                if needs is not None and not matcher.may_hold(needs):
+                    continue
                 res = matcher.evaluate(rule.condition)
                 if res.any():
                     hit_rows = np.flatnonzero(res)

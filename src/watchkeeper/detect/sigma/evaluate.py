@@ -36,11 +36,13 @@ MIN_LITERAL = 3  # shorter literals would match almost everywhere: left to the s
 class LiteralHits:
     """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
 
-    __slots__ = ("_at_end", "_at_start", "_ids", "_slices", "_unique", "n_unique")
+    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "n_unique")
 
-    def __init__(self, ids: Mapping[str, int], pids: np.ndarray, unique: np.ndarray, at_start: np.ndarray,
-                 at_end: np.ndarray, n_unique: int) -> None:
+    def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
+                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int) -> None:
         self._ids = ids
+        self._patterns = patterns
+        self._present: frozenset[str] | None = None
         self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
         self._at_start = at_start
         self._at_end = at_end
@@ -53,6 +55,13 @@ class LiteralHits:
                                     strict=True))
         else:
             self._slices = {}
+
+    @property
+    def present(self) -> frozenset[str]:
+        """The literals that occur in any of the distinct values."""
+        if self._present is None:
+            self._present = frozenset(self._patterns[i] for i in self._slices)
+        return self._present
 
     def evaluate(self, m: Match) -> BoolArray:
         """A literal leaf over the distinct values, from the recorded occurrences alone."""
@@ -115,7 +124,7 @@ class LiteralIndex:
             ac = self._automata[field] = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in patterns])
         n = len(lowered)
         ids = self._ids[field]
-        none = LiteralHits(ids, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n)
+        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n)
         if n == 0:
             return none
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
@@ -133,14 +142,14 @@ class LiteralIndex:
         hits, unique = hits[keep], unique[keep]
         order = np.argsort(hits[:, 0], kind="stable")
         hits, unique = hits[order], unique[order]
-        return LiteralHits(ids, hits[:, 0], unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1], n)
+        return LiteralHits(ids, patterns, hits[:, 0], unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
+                           n)
 
 
 def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
     if isinstance(node, Match):
-        if node.op in LITERAL_OPS and not node.cased:
-            # Keyword searches (no field) index under "", scanned in every column.
-            out.setdefault((node.field or "").lower(), set()).update(
+        if node.field is not None and node.op in LITERAL_OPS and not node.cased:
+            out.setdefault(node.field.lower(), set()).update(
                 v for v in node.values if len(v.encode()) >= MIN_LITERAL
             )
     elif isinstance(node, (And, Or)):
@@ -193,7 +202,6 @@ class BatchColumns:
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
         self._columns: dict[str, _Column] = {}
         self._valid: dict[str, BoolArray] = {}
-        self._texts: dict[str, tuple[pa.Array, pa.Array, LiteralHits | None]] = {}
         self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
 
     def valid(self, name: str) -> BoolArray:
@@ -210,27 +218,20 @@ class BatchColumns:
     def keyword(self, name: str, kw: Match) -> BoolArray:
         """Rows of the whole batch whose column `name` satisfies keyword leaf `kw`, memoised.
 
-        Keywords are searched in the raw values of all rows at once: a dictionary of every
-        distinct long text (rendered `Message` fields) would cost more than the search itself.
+        Keywords search the raw values of all rows at once, case-insensitively in RE2: no
+        lower-cased copy and no dictionary of every distinct long text (rendered `Message`s).
         """
         key = (name, kw)
         found = self._keyword_results.get(key)
         if found is not None:
             return found
-        prepared = self._texts.get(name)
-        if prepared is None:
-            array = self.batch.column(name)
-            if array.null_count:
-                array = array.fill_null("")
-            lowered = pc.utf8_lower(array)
-            literals = self.literals
-            scanned = literals.scan("", lowered) if literals is not None else None
-            prepared = self._texts[name] = (array, lowered, scanned)
-        array, lowered, scanned = prepared
-        if scanned is not None and self.literals is not None and self.literals.covers(kw, ""):
-            found = scanned.evaluate(kw)
+        array = self.batch.column(name)
+        if kw.op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not kw.cased:
+            res = pc.match_substring_regex(array, pattern=_pattern(kw), ignore_case=True)
+            found = np.asarray(pc.fill_null(res, False).to_numpy(zero_copy_only=False), dtype=bool)
         else:
-            found = match_values(array if kw.cased else lowered, kw)
+            filled = array.fill_null("") if array.null_count else array
+            found = match_values(filled if kw.cased else pc.utf8_lower(filled), kw)
         self._keyword_results[key] = found
         return found
 
@@ -241,6 +242,14 @@ class BatchColumns:
             found = self._columns[name] = _Column(self.batch.column(name))
         return found
 
+    def hits(self, column: _Column, index_key: str) -> LiteralHits | None:
+        """The literal scan of a column for the literals indexed under `index_key`, memoised."""
+        if index_key not in column.hits:
+            column.hits[index_key] = (
+                self.literals.scan(index_key, column.lower()) if self.literals is not None else None
+            )
+        return column.hits[index_key]
+
     def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray:
         """A value-level leaf result over a column's distinct values (plus the null slot), memoised."""
         found = column.on_uniques.get(m)
@@ -248,9 +257,7 @@ class BatchColumns:
             return found
         result: BoolArray | None = None
         if self.literals is not None and self.literals.covers(m, index_key):
-            if index_key not in column.hits:
-                column.hits[index_key] = self.literals.scan(index_key, column.lower())
-            hits = column.hits[index_key]
+            hits = self.hits(column, index_key)
             if hits is not None:
                 result = hits.evaluate(m)
         if result is None:
@@ -274,6 +281,7 @@ class BatchMatcher:
         self._renames = {k.lower(): v for k, v in (renames or {}).items()}
         self._codes: dict[str, tuple[_Column, np.ndarray] | None] = {}
         self._leaves: dict[Match, BoolArray] = {}
+        self._text: pa.Array | None = None
         self._false = np.zeros(self.n, dtype=bool)
         self._true = np.ones(self.n, dtype=bool)
 
@@ -295,6 +303,17 @@ class BatchMatcher:
             found = (column, column.codes if self._rows is None else column.codes[self._rows])
         self._codes[key] = found
         return found
+
+    def may_hold(self, needs: tuple[tuple[str, frozenset[str]], ...]) -> bool:
+        """False when none of the literals a rule needs occurs in its field here: it cannot match."""
+        for field, literals in needs:
+            found = self.column(field)
+            if found is None:
+                continue
+            hits = self.columns.hits(found[0], field)
+            if hits is None or not literals.isdisjoint(hits.present):
+                return True
+        return False
 
     def evaluate(self, node: Node) -> BoolArray:
         """Boolean mask of the rows that satisfy `node`."""
@@ -352,8 +371,16 @@ class BatchMatcher:
         return np.asarray(pc.equal(left, right).to_numpy(zero_copy_only=False), dtype=bool) & present
 
     def _keyword(self, m: Match) -> BoolArray:
-        # A keyword matches when any field contains it (full-text semantics).
+        # A keyword matches when any field contains it (full-text semantics). Contains-keywords
+        # are searched once in the row's fields joined by NUL, which no keyword holds, so a
+        # match never spans two fields; one RE2 pass per keyword list, case-insensitive.
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
+        if kw.op is Op.CONTAINS and not kw.cased and not any("\0" in v for v in kw.values):
+            text = self._row_text()
+            if text is None:
+                return self._false
+            res = pc.match_substring_regex(text, pattern=_pattern(kw), ignore_case=True)
+            return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
         acc = self._false
         for name in self.columns.names.values():
             valid = self.columns.valid(name)
@@ -362,6 +389,24 @@ class BatchMatcher:
             found = self.columns.keyword(name, kw)
             acc = acc | (found if self._rows is None else found[self._rows])
         return acc
+
+    def _row_text(self) -> pa.Array | None:
+        """Every native field of each of these rows joined by NUL (computed on first use)."""
+        if self._text is None:
+            batch = self.columns.batch
+            arrays = []
+            for name in self.columns.names.values():
+                valid = self.columns.valid(name)
+                if not (valid.any() if self._rows is None else valid[self._rows].any()):
+                    continue
+                array = batch.column(name)
+                arrays.append(array if self._rows is None else array.take(pa.array(self._rows)))
+            if not arrays:
+                return None
+            self._text = pc.binary_join_element_wise(
+                *arrays, "\0", null_handling="replace", null_replacement=""
+            )
+        return self._text
 
 
 def match_values(values: pa.Array, m: Match) -> BoolArray:

@@ -45,6 +45,20 @@ class Match:
     cased: bool = False
     flags: str = ""  # regex flags from Sigma's `re|i|m|s`: any of "ims"
 
+    def __hash__(self) -> int:
+        # Leaves are memo keys on the hot path; a value list can hold hundreds of strings.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.field, self.op, self.values, self.cased, self.flags))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # String hashes are salted per process: a hash cached in the rule cache would be stale.
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
 
 @dataclass(frozen=True)
 class And:
@@ -105,6 +119,41 @@ class CompiledRule:
     path: str
     description: str = ""
     falsepositives: tuple[str, ...] = field(default=())
+
+
+def necessary_by_field(node: Node, min_length: int) -> tuple[tuple[str, frozenset[str]], ...] | None:
+    """`necessary_literals` grouped by field: ((field, literals), …), or None."""
+    pairs = necessary_literals(node, min_length)
+    if pairs is None:
+        return None
+    fields: dict[str, set[str]] = {}
+    for name, literal in pairs:
+        fields.setdefault(name, set()).add(literal)
+    return tuple((f, frozenset(v)) for f, v in sorted(fields.items()))
+
+
+def necessary_literals(node: Node, min_length: int) -> frozenset[tuple[str, str]] | None:
+    """(field, literal) pairs of which at least one must occur for `node` to hold, or None.
+
+    A literal test (`eq`, `contains`, `startswith`, `endswith`, case-insensitive) needs one of its
+    values in its field; an AND needs what its most selective child needs; an OR needs what any
+    child needs. `not`, regular expressions and short literals give no such guarantee.
+    """
+    if isinstance(node, Match):
+        if (node.field is None or node.cased or node.op not in (Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH)
+                or not node.values or any(len(v.encode()) < min_length for v in node.values)):
+            return None
+        field = node.field.lower()
+        return frozenset((field, v) for v in node.values)
+    if isinstance(node, And):
+        options = [n for n in (necessary_literals(c, min_length) for c in node.children) if n is not None]
+        return min(options, key=len) if options else None
+    if isinstance(node, Or):
+        parts = [necessary_literals(c, min_length) for c in node.children]
+        if not parts or any(p is None for p in parts):
+            return None
+        return frozenset().union(*(p for p in parts if p is not None))
+    return None
 
 
 def fields_of(node: Node) -> set[str]:
