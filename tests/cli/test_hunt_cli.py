@@ -185,9 +185,6 @@ def test_absent_rules_path_is_one_error_line(tmp_path: Path, cache: Path, small:
     _one_error_line(run(["hunt", events, "--rules", rules_a, "--rules", missing, "-q"], cache), str(missing))
 
 
-@pytest.mark.xfail(strict=True, reason="hunt treats a nonexistent input path like an unreadable record: "
-                   "inputs.iter_members dead-letters 'no such file or directory', the CLI prints a warning and "
-                   "exits 0; a path the user typed that does not exist should be `error:` and exit 2")
 def test_absent_input_path_is_one_error_line(tmp_path: Path, cache: Path,
                                              small: tuple[Path, Path, Path]) -> None:
     _, rules_a, _ = small
@@ -289,9 +286,6 @@ def test_damaged_inputs_are_named_on_stderr(damaged_hunt: dict[str, Any]) -> Non
     one("empty.json", "empty file")
 
 
-@pytest.mark.xfail(strict=True, reason="a zip member damaged from its first byte gets two dead letters: "
-                   "_Guarded records 'archive data damaged', then read_inputs sees an empty head and adds "
-                   "'empty file' for the same member")
 def test_damaged_member_is_one_dead_letter(damaged_hunt: dict[str, Any]) -> None:
     proc, _, dead = damaged_hunt["bad"]
     assert [d["reason"] for d in dead if d["file"].endswith("bundle.zip!broken.json")] == [

@@ -168,10 +168,7 @@ def _bad_utf8_in_a_string(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("corrupt", [
     _garbage, _truncated, _empty,
-    pytest.param(_bad_utf8_in_a_string, marks=pytest.mark.xfail(
-        strict=True, reason="loader._read_cache catches OSError, UnpicklingError, EOFError, AttributeError, "
-        "ImportError and TypeError only; a damaged cache also raises UnicodeDecodeError / ValueError / "
-        "OverflowError / MemoryError / KeyError, which escape load_rules and abort the hunt")),
+    _bad_utf8_in_a_string,
 ])
 def test_corrupt_cache_file_is_ignored(tmp_path: Path, _private_cache: Path,
                                        corrupt: Callable[[bytes], bytes]) -> None:
@@ -186,14 +183,8 @@ def test_corrupt_cache_file_is_ignored(tmp_path: Path, _private_cache: Path,
     assert load_rules([rules]).compiled == 0  # and the cache was rewritten whole
 
 
-YAML_ESCAPES = pytest.mark.xfail(
-    strict=True, reason="parse.compile_file catches SigmaError, ValueError, TypeError and AttributeError around "
-    "SigmaCollection.from_yaml, but PyYAML raises yaml.YAMLError (ParserError, ScannerError), which escapes "
-    "load_rules: one file of bad YAML aborts the whole load instead of becoming a problem of kind `error`")
-
-
 @pytest.mark.parametrize(("text", "reason"), [
-    pytest.param(INVALID_YAML, "yaml", marks=YAML_ESCAPES),
+    (INVALID_YAML, "yaml"),
     (INVALID_SIGMA, "condition"),
     (UNKNOWN_MODIFIER, "sounds_like"),
     (UNDEFINED_IDENTIFIER, "filter"),
@@ -219,10 +210,7 @@ def test_invalid_rule_problem_is_cached_too(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("layout", [
     pytest.param({"rules.yml": BASE_RULE + "---\n" + CORRELATION}, id="same-file"),
-    pytest.param({"base.yml": BASE_RULE, "corr.yml": CORRELATION}, id="own-file", marks=pytest.mark.xfail(
-        strict=True, reason="parse.compile_file parses one file at a time with pySigma's default "
-        "resolve_references=True, so a correlation whose rules live in another file fails with \"Rule '…' not "
-        "found in rule collection\" and is reported as an `error` without id or title, not `unsupported`")),
+    pytest.param({"base.yml": BASE_RULE, "corr.yml": CORRELATION}, id="own-file"),
 ])
 def test_correlation_rule_is_unsupported_with_a_reason(tmp_path: Path, layout: dict[str, str]) -> None:
     rules = write(tmp_path / "rules", layout)
@@ -252,7 +240,6 @@ def test_collect_all_reports_every_bad_rule_and_loads_the_good(tmp_path: Path) -
     assert {p.kind for p in ruleset.problems} == {"error"}
 
 
-@YAML_ESCAPES
 def test_collect_all_includes_bad_yaml(tmp_path: Path) -> None:
     rules = write(tmp_path / "rules", {
         "a_bad_yaml.yml": INVALID_YAML, "b_good.yml": rule_text("Good"), "c_bad_sigma.yml": INVALID_SIGMA})
@@ -285,8 +272,6 @@ def test_absent_rules_path_is_a_rule_error(tmp_path: Path) -> None:
     assert str(missing) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="parse.compile_file iterates collection.rules only; with collect_filters=True "
-                   "pySigma puts filters in collection.filters, so a filter file yields no filter and no problem")
 def test_filter_file_is_loaded_as_a_filter(tmp_path: Path) -> None:
     flt = """\
 title: Jump host

@@ -124,16 +124,6 @@ def b64_at_offsets(text: bytes) -> list[str]:
 
 # --- value modifiers, wildcards, value lists, null, numbers -------------------------------------
 
-RE2_ONLY_AT_PARSE = pytest.mark.xfail(
-    strict=True,
-    reason="parse.py parses rules with pySigma's default SafePolicy, whose RE2 engine rejects lookaround and "
-    "backreferences, so the rule is reported invalid before evaluate.py's Python `re` fallback can run it",
-)
-NO_UTF16LE = pytest.mark.xfail(
-    strict=True,
-    reason="the Sigma specification lists `utf16le` as an alias of `wide`; pySigma 2.0.1 has no `utf16le` in "
-    "its modifier_mapping, so the rule is reported invalid ('Unknown modifier')",
-)
 
 CMD = "CommandLine"
 _OFFSETS = b64_at_offsets(b"http://evil.example/")
@@ -205,12 +195,12 @@ CASES = [
     pytest.param(
         "selection:\n  CommandLine|re: 'powershell(?!.*-NoProfile)'\ncondition: selection",
         [{CMD: "powershell -NoProfile -c x"}, {CMD: "powershell -c x"}, {CMD: "pwsh -c x"}],
-        {2}, id="re-lookahead-python-fallback", marks=RE2_ONLY_AT_PARSE,
+        {2}, id="re-lookahead-python-fallback",
     ),
     pytest.param(
         "selection:\n  CommandLine|re: '(\\w)\\1\\1\\1'\ncondition: selection",
         [{CMD: "ping aaaa"}, {CMD: "ping abab"}, {CMD: "net user xx"}],
-        {1}, id="re-backreference-python-fallback", marks=RE2_ONLY_AT_PARSE,
+        {1}, id="re-backreference-python-fallback",
     ),
     pytest.param(
         "selection:\n  CommandLine|re:\n    - 'mimikatz'\n    - 'sekurlsa::\\w+'\ncondition: selection",
@@ -250,7 +240,7 @@ CASES = [
     pytest.param(
         "selection:\n  CommandLine|utf16le|base64offset|contains: 'ping'\ncondition: selection",
         [{CMD: f"powershell -enc {s}"} for s in _WIDE + _BE],
-        {1, 2, 3}, id="utf16le-base64offset", marks=NO_UTF16LE,
+        {1, 2, 3}, id="utf16le-base64offset",
     ),
     pytest.param(
         "selection:\n  CommandLine|utf16be|base64offset|contains: 'ping'\ncondition: selection",
@@ -624,19 +614,9 @@ def _filter_rule(reference: str) -> str:
     )
 
 
-_FILTER_DROPPED = ("parse.compile_file iterates collection.rules only; with collect_filters=True pySigma puts filters "
-                   "in collection.filters, so every filter file is silently dropped (no filter, no problem)")
-_FILTER_INVERTED = ("loader.apply_filters builds `rule and not filter`, but a Sigma filter's condition says which "
-                    "events to keep (pySigma: `(rule) and (filter condition)`); `condition: not selection` would "
-                    "keep only the excluded events")
-
-
 @pytest.mark.parametrize("reference", [
-    pytest.param(_FILTERED_RULE_ID, id="by-id",
-                 marks=pytest.mark.xfail(strict=True, reason=f"{_FILTER_DROPPED}; {_FILTER_INVERTED}")),
-    pytest.param("whoami_execution", id="by-name", marks=pytest.mark.xfail(
-        strict=True, reason=f"{_FILTER_DROPPED}; {_FILTER_INVERTED}; CompiledFilter.applies_to matches a "
-        "reference against the rule's id or title, never its `name`")),
+    pytest.param(_FILTERED_RULE_ID, id="by-id"),
+    pytest.param("whoami_execution", id="by-name"),
 ])
 def test_sigma_filter_removes_filtered_events(tmp_path: Path, reference: str) -> None:
     rule = sigma_rule("selection:\n  Image|endswith: '\\whoami.exe'\ncondition: selection",

@@ -12,7 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from watchkeeper.cli.app import app, console, err_console, warn
 from watchkeeper.detect.levels import parse_level
-from watchkeeper.errors import ConfigError
+from watchkeeper.errors import ConfigError, InputError, Where
 from watchkeeper.output.writers import close_writer, open_writer
 
 MAX_WARNINGS = 20
@@ -47,6 +47,9 @@ def hunt(
         raise typer.BadParameter("hunt either files or a lake, not both", param_hint="--lake")
     if (since or until) and lake is None:
         raise typer.BadParameter("--since and --until select events of a lake", param_hint="--lake")
+    for path in paths or []:
+        if not path.exists():
+            raise InputError("no such file or folder", Where(file=str(path)), hint="check the path to hunt")
     level = parse_level(min_level) if min_level else None
     rule_paths = list(rules) if rules else default_rule_paths()
     if dead_letter is None:

@@ -52,12 +52,14 @@ def read_inputs(
 ) -> Iterator[pa.RecordBatch]:
     """Batches of every input under `paths`, each read by the source that recognises it."""
     for member in iter_members(paths, dead):
+        recorded = dead.by_file[member.display]
         with member.open() as stream:
             head = _read_head(stream, HEAD_SIZE)
             if not head:
                 if on_member is not None:
                     on_member(member, None)
-                dead.add(member.display, None, "empty file")
+                if dead.by_file[member.display] == recorded:  # else: damaged, already recorded
+                    dead.add(member.display, None, "empty file")
                 continue
             source = detect(head, member.display)
             if on_member is not None:

@@ -291,8 +291,12 @@ def _nested_or_plain(
     display: str, size: int | None, open_raw: Callable[[], BinaryIO], dead: DeadLetter, depth: int
 ) -> Iterator[Member]:
     """A member that may itself be an archive: opened when depth allows, else yielded as is."""
+    recorded = dead.by_file[display]
     stream = guarded(open_raw(), display, dead)
     head = _read_head(stream, 512)
+    if not head and dead.by_file[display] > recorded:
+        stream.close()
+        return  # damaged from its first byte: recorded once, nothing left to read
     kind = _kind(head)
     if kind is not None and depth < MAX_DEPTH:
         with stream, spool(with_head(head, stream)) as spooled:

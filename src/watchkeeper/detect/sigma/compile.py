@@ -76,6 +76,7 @@ def compile_rule(rule: SigmaRule, path: str, placeholders: Mapping[str, Sequence
         path=path,
         description=rule.description or "",
         falsepositives=tuple(str(f) for f in rule.falsepositives or ()),
+        name=str(getattr(rule, "name", None) or ""),
     )
 
 

@@ -14,17 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Node, Not
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Node
 from watchkeeper.errors import RuleError, Where
 
 #: Bump when compiled output changes, so old cache entries are never reused.
-ENGINE_VERSION = "sigma-arrow-2"
+ENGINE_VERSION = "sigma-arrow-3"
 RULE_SUFFIXES = (".yml", ".yaml")
 
 
 @dataclass(frozen=True)
 class CompiledFilter:
-    """A Sigma filter (meta-rule): events it matches are excluded from the rules it names."""
+    """A Sigma filter (meta-rule): its condition is added to the rules it names (`rule and filter`)."""
 
     id: str
     title: str
@@ -40,7 +40,7 @@ class CompiledFilter:
                            (self.logsource.service, rule.logsource.service)):
             if want is not None and (have or "").lower() != want.lower():
                 return False
-        return self.rules is None or rule.id in self.rules or rule.title in self.rules
+        return self.rules is None or bool({rule.id, rule.title, rule.name} & set(self.rules))
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,11 @@ def load_rules(
 
 
 def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> list[CompiledRule]:
-    """Narrow each rule by the filters that apply to it: `rule and not filter`."""
+    """Narrow each rule by the filters that apply to it: `rule and filter`.
+
+    As in the Sigma filter specification and pySigma, a filter's condition says which events to
+    keep, so filters are written `condition: not selection`.
+    """
     if not filters:
         return rules
     out = []
@@ -144,7 +148,7 @@ def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> l
         cond = rule.condition
         for flt in filters:
             if flt.applies_to(rule):
-                cond = And((cond, Not(flt.condition)))
+                cond = And((cond, flt.condition))
         out.append(rule if cond is rule.condition else replace(rule, condition=cond))
     return out
 
@@ -153,8 +157,9 @@ def _read_cache(path: Path) -> dict[str, FileEntry]:
     try:
         with path.open("rb") as fh:
             data = pickle.load(fh)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-        return {}  # a missing or stale cache only costs a recompile
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError,
+            OverflowError, MemoryError, KeyError, IndexError, UnicodeDecodeError):
+        return {}  # a missing, stale or damaged cache only costs a recompile
     return data if isinstance(data, dict) else {}
 
 

@@ -119,6 +119,7 @@ class CompiledRule:
     path: str
     description: str = ""
     falsepositives: tuple[str, ...] = field(default=())
+    name: str = ""  # Sigma's optional `name`, which filters and correlations may reference
 
 
 def necessary_by_field(node: Node, min_length: int) -> tuple[tuple[str, frozenset[str]], ...] | None:

@@ -4,29 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.filters import SigmaFilter
+from sigma.modifiers import SigmaWideModifier, modifier_mapping
+from sigma.policy import SigmaPolicy
+from sigma.policy.regex_engine import PythonRegexEngine
 from sigma.rule import SigmaDetections, SigmaLogSource, SigmaRule
 
 from watchkeeper.detect.sigma.compile import Unsupported, compile_rule
 from watchkeeper.detect.sigma.loader import CompiledFilter, FileEntry, RuleProblem
 from watchkeeper.detect.sigma.nodes import LogSource
 
+# pySigma's default policy validates regular expressions with RE2, which has no lookaround or
+# backreferences; our evaluator runs those through Python's `re`, so rules using them are valid.
+_POLICY = SigmaPolicy(regex_engine=PythonRegexEngine())
+# The Sigma specification names `utf16le` as an alias of `wide`; pySigma 2.0 lacks the alias.
+modifier_mapping.setdefault("utf16le", SigmaWideModifier)
+
 
 def compile_file(data: bytes, path: str, placeholders: Mapping[str, Sequence[str]]) -> FileEntry:
     """Compile every rule and filter in one YAML file; problems are collected, never raised."""
     entry = FileEntry()
     try:
-        collection = SigmaCollection.from_yaml(data, collect_errors=True, collect_filters=True)
+        # Files are compiled one at a time (that is what the cache keys on), so a correlation's
+        # rule references may live in another file: they are not resolved here.
+        collection = SigmaCollection.from_yaml(
+            data, collect_errors=True, collect_filters=True, resolve_references=False, policy=_POLICY
+        )
     except SigmaError as exc:
         entry.problems.append(RuleProblem(path, f"invalid Sigma: {exc}", "error"))
         return entry
-    except (ValueError, TypeError, AttributeError) as exc:  # pySigma raises these on odd YAML
-        entry.problems.append(RuleProblem(path, f"invalid YAML: {exc}", "error"))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        entry.problems.append(RuleProblem(path, f"invalid YAML: {' '.join(str(exc).split())}", "error"))
         return entry
-    for item in collection.rules:
+    for item in [*collection.rules, *getattr(collection, "filters", [])]:
         rid = str(getattr(item, "id", "") or "")
         title = str(getattr(item, "title", "") or "")
         errors = getattr(item, "errors", None)
