@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from watchkeeper.cli import demo, hunt, lake, rules, rules_update  # noqa: F401  (registers the commands)
+from watchkeeper.cli import demo, hunt, lake, rules, rules_update, sources  # noqa: F401  (registers the commands)
 from watchkeeper.cli.app import app, fail
 from watchkeeper.errors import WatchkeeperError
 
