@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -23,12 +24,18 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
     """The source most confident it reads a file starting with `head` (ties: by name), or None."""
     best: tuple[float, str] | None = None
     chosen: type[Source] | None = None
-    for name, source in sorted(load_all().items()):
+    for name, source in _sources(len(load_all())):
         confidence = source.sniff(head, filename)
         # Sorted by name and strictly greater: the alphabetically first wins a tie, every run.
         if confidence >= MIN_CONFIDENCE and (best is None or confidence > best[0]):
             best, chosen = (confidence, name), source
     return chosen
+
+
+@cache
+def _sources(_registered: int) -> list[tuple[str, type[Source]]]:
+    # Sorted once per registry size: a source registered later (a user's plug-in) is still seen.
+    return sorted(load_all().items())
 
 
 def _read_head(stream: BinaryIO, size: int) -> bytes:

@@ -39,7 +39,18 @@ from sigma.types import (
     SpecialChars,
 )
 
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, Const, LogSource, Match, Node, Not, Op, Or
+from watchkeeper.detect.sigma.nodes import (
+    And,
+    CompiledRule,
+    Const,
+    LogSource,
+    Match,
+    Node,
+    Not,
+    Op,
+    Or,
+    with_facts,
+)
 
 _COMPARE = {
     CompareOperators.LT: Op.LT,
@@ -65,7 +76,7 @@ def compile_rule(rule: SigmaRule, path: str, placeholders: Mapping[str, Sequence
     trees = [cond.parsed for cond in rule.detection.parsed_condition]
     node = simplify(Or(tuple(_node(t, placeholders) for t in trees)))
     ls = rule.logsource
-    return CompiledRule(
+    return with_facts(CompiledRule(
         id=str(rule.id) if rule.id else path,
         title=rule.title or path,
         level=(rule.level.name.lower() if rule.level else "informational"),
@@ -77,7 +88,7 @@ def compile_rule(rule: SigmaRule, path: str, placeholders: Mapping[str, Sequence
         description=rule.description or "",
         falsepositives=tuple(str(f) for f in rule.falsepositives or ()),
         name=str(getattr(rule, "name", None) or ""),
-    )
+    ))
 
 
 def _node(item: ConditionItem | object, ph: Mapping[str, Sequence[str]]) -> Node:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import MIN_LITERAL, BatchColumns, BatchMatcher, LiteralIndex
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op, necessary_by_field
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, LiteralIndex
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -99,10 +99,9 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     rules = tuple(by_mapping[id(m)])
-                    needs = tuple(necessary_by_field(r.condition, MIN_LITERAL) for r in rules)
-                    steps.append(_Step(m, _selector(m), rules, needs))
-        conditions = list({r.id + r.path: r.condition for s in steps for r in s.rules}.values())
-        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(conditions))
+                    steps.append(_Step(m, _selector(m), rules, tuple(r.needs for r in rules)))
+        unique = {(r.id, r.path): r for s in steps for r in s.rules}.values()
+        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique))
         if src is not None:
             self._plans[f"\0{id(src.logsources)}"] = plan
         return plan

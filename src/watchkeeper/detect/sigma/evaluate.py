@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import TypeAlias
 
@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, Const, Match, Node, Not, Op, Or
 from watchkeeper.events import RESERVED_COLUMNS
 
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
@@ -30,7 +30,6 @@ BoolArray: TypeAlias = npt.NDArray[np.bool_]
 LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
 
 
-MIN_LITERAL = 3  # shorter literals would match almost everywhere: left to the string kernels
 
 
 class LiteralHits:
@@ -99,10 +98,11 @@ class LiteralIndex:
     logsource, used for every batch.
     """
 
-    def __init__(self, nodes: list[Node]) -> None:
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
         literals: dict[str, set[str]] = {}
-        for node in nodes:
-            _collect_literals(node, literals)
+        for rule in rules:
+            for field, values in rule.literals:
+                literals.setdefault(field, set()).update(values)
         self._patterns = {f: sorted(v) for f, v in literals.items()}
         self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
         self._automata: dict[str, ahocorasick_rs.BytesAhoCorasick] = {}
@@ -144,19 +144,6 @@ class LiteralIndex:
         hits, unique = hits[order], unique[order]
         return LiteralHits(ids, patterns, hits[:, 0], unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
                            n)
-
-
-def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
-    if isinstance(node, Match):
-        if node.field is not None and node.op in LITERAL_OPS and not node.cased:
-            out.setdefault(node.field.lower(), set()).update(
-                v for v in node.values if len(v.encode()) >= MIN_LITERAL
-            )
-    elif isinstance(node, (And, Or)):
-        for child in node.children:
-            _collect_literals(child, out)
-    elif isinstance(node, Not):
-        _collect_literals(node.child, out)
 
 
 class _Column:

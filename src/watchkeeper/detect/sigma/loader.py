@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Node
+from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Node, with_facts
 from watchkeeper.errors import RuleError, Where
 
 #: Bump when compiled output changes, so old cache entries are never reused.
-ENGINE_VERSION = "sigma-arrow-3"
+ENGINE_VERSION = "sigma-arrow-4"
 RULE_SUFFIXES = (".yml", ".yaml")
 
 
@@ -149,7 +149,7 @@ def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> l
         for flt in filters:
             if flt.applies_to(rule):
                 cond = And((cond, flt.condition))
-        out.append(rule if cond is rule.condition else replace(rule, condition=cond))
+        out.append(rule if cond is rule.condition else with_facts(replace(rule, condition=cond)))
     return out
 
 

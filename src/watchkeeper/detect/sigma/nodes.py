@@ -8,7 +8,7 @@ however many rules share it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -120,6 +120,35 @@ class CompiledRule:
     description: str = ""
     falsepositives: tuple[str, ...] = field(default=())
     name: str = ""  # Sigma's optional `name`, which filters and correlations may reference
+    #: Derived from `condition` at compile time (and cached with it), so a warm run's plan is cheap:
+    #: the literals of its literal leaves per field, and what it needs (see `necessary_by_field`).
+    literals: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    needs: tuple[tuple[str, frozenset[str]], ...] | None = None
+
+
+#: Literals shorter than this (in bytes) occur almost everywhere: not worth indexing.
+MIN_LITERAL = 3
+
+
+def with_facts(rule: CompiledRule) -> CompiledRule:
+    """The rule with `literals` and `needs` derived from its condition."""
+    found: dict[str, set[str]] = {}
+    _collect_literals(rule.condition, found)
+    literals = tuple((f, tuple(sorted(v))) for f, v in sorted(found.items()) if v)
+    return replace(rule, literals=literals, needs=necessary_by_field(rule.condition, MIN_LITERAL))
+
+
+def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
+    if isinstance(node, Match):
+        if node.field is not None and node.op in (Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not node.cased:
+            out.setdefault(node.field.lower(), set()).update(
+                v for v in node.values if len(v.encode()) >= MIN_LITERAL
+            )
+    elif isinstance(node, (And, Or)):
+        for child in node.children:
+            _collect_literals(child, out)
+    elif isinstance(node, Not):
+        _collect_literals(node.child, out)
 
 
 def necessary_by_field(node: Node, min_length: int) -> tuple[tuple[str, frozenset[str]], ...] | None:
