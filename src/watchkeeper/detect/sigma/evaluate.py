@@ -35,11 +35,13 @@ LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
 class LiteralHits:
     """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
 
-    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "n_unique")
+    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "indexed",
+                 "n_unique")
 
     def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
-                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int) -> None:
+                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str]) -> None:
         self._ids = ids
+        self.indexed = indexed  # the literals this scan looked for (not the ones found too often)
         self._patterns = patterns
         self._present: frozenset[str] | None = None
         self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
@@ -87,6 +89,9 @@ class LiteralHits:
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+#: A literal found more often than this (and than there are distinct values) leaves the index.
+HOT_OCCURRENCES = 2048
+DFA_BYTES = 4 * 1024 * 1024
 
 
 class LiteralIndex:
@@ -95,7 +100,9 @@ class LiteralIndex:
     One scan of a column's distinct values finds every occurrence of every literal of every rule
     on that field; from the occurrences alone `contains`, `startswith`, `endswith` and equality
     leaves are decided without running one string kernel per leaf. Built once per rule set and
-    logsource, used for every batch.
+    logsource, used for every batch. A literal found more often than there are distinct values
+    (`.exe` in image paths) is dropped from its automaton: listing its occurrences costs more than
+    testing it with a string kernel, which its leaves then do.
     """
 
     def __init__(self, rules: Iterable[CompiledRule]) -> None:
@@ -105,27 +112,44 @@ class LiteralIndex:
                 literals.setdefault(field, set()).update(values)
         self._patterns = {f: sorted(v) for f, v in literals.items()}
         self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
-        self._automata: dict[str, ahocorasick_rs.BytesAhoCorasick] = {}
+        self._hot: dict[str, set[str]] = {}
+        self._automata: dict[tuple[str, bool], tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]] = {}
 
     def covers(self, m: Match, key: str) -> bool:
         """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
         if m.op not in LITERAL_OPS or m.cased:
             return False
         ids = self._ids.get(key)
-        return ids is not None and all(v in ids for v in m.values)
+        if ids is None or not all(v in ids for v in m.values):
+            return False
+        hot = self._hot.get(key)
+        return not hot or hot.isdisjoint(m.values)
+
+    def _automaton(self, field: str, dfa: bool) -> tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]:
+        found = self._automata.get((field, dfa))
+        if found is None:
+            hot = self._hot.get(field, set())
+            ids = self._ids[field]
+            active = [p for p in self._patterns[field] if p not in hot]
+            # A DFA scans long texts about three times faster but takes long to build: it is
+            # built only for fields whose values are long (script blocks, module context).
+            kind = ahocorasick_rs.Implementation.DFA if dfa else None
+            automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
+            found = self._automata[(field, dfa)] = (
+                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active)
+            )
+        return found
 
     def scan(self, field: str, lowered: pa.Array) -> LiteralHits | None:
         """Occurrences of the field's literals in lower-cased distinct values (None: no literals)."""
         patterns = self._patterns.get(field)
         if not patterns:
             return None
-        ac = self._automata.get(field)
-        if ac is None:
-            ac = self._automata[field] = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in patterns])
         n = len(lowered)
+        ac, active_ids, indexed = self._automaton(field, lowered.nbytes > DFA_BYTES)
         ids = self._ids[field]
-        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n)
-        if n == 0:
+        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed)
+        if n == 0 or not indexed:
             return none
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
         base = int(offsets[0])
@@ -136,14 +160,22 @@ class LiteralIndex:
         if not found:
             return none
         hits = np.array(found, dtype=np.int64).reshape(-1, 3)
+        pids = active_ids[hits[:, 0]]
+        counts = np.bincount(pids)
+        common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
+        if len(common):
+            self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
+            # Rebuilt without them for the next batch.
+            self._automata.pop((field, False), None)
+            self._automata.pop((field, True), None)
         rel = offsets.astype(np.int64) - base
         unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
         keep = hits[:, 2] <= rel[unique + 1]  # a match across two values is not a match
-        hits, unique = hits[keep], unique[keep]
-        order = np.argsort(hits[:, 0], kind="stable")
-        hits, unique = hits[order], unique[order]
-        return LiteralHits(ids, patterns, hits[:, 0], unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
-                           n)
+        hits, unique, pids = hits[keep], unique[keep], pids[keep]
+        order = np.argsort(pids, kind="stable")
+        hits, unique, pids = hits[order], unique[order], pids[order]
+        return LiteralHits(ids, patterns, pids, unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
+                           n, indexed)
 
 
 class _Column:
@@ -298,7 +330,7 @@ class BatchMatcher:
             if found is None:
                 continue
             hits = self.columns.hits(found[0], field)
-            if hits is None or not literals.isdisjoint(hits.present):
+            if hits is None or not literals.isdisjoint(hits.present) or not literals <= hits.indexed:
                 return True
         return False
 
