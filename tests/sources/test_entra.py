@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
 import orjson
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.sources.reading import read_with
 from watchkeeper.sources.azure import AzureActivity
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.entra import EntraId
@@ -56,16 +55,7 @@ GRAPH_AUDIT = {
 
 def read(data: bytes) -> tuple[pa.Table | None, DeadLetter, list[str]]:
     """All batches of `data` as one table, the dead letter and its messages."""
-    said: list[str] = []
-    dead = DeadLetter(announce=said.append)
-    batches = list(EntraId(batch_size=2).read(io.BytesIO(data), "entra", dead))
-    if not batches:
-        return None, dead, said
-    return (
-        pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default"),
-        dead,
-        said,
-    )
+    return read_with(EntraId, data, "entra", batch_size=2)
 
 
 def test_graph_value_form_and_diagnostic_form() -> None:

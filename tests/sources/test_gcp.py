@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import orjson
@@ -10,6 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.sources.reading import read_with
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.gcp import GcpAudit
 
@@ -38,16 +38,7 @@ DENIED = {
 
 def read(data: bytes) -> tuple[pa.Table | None, DeadLetter, list[str]]:
     """All batches of `data` as one table, the dead letter and its messages."""
-    said: list[str] = []
-    dead = DeadLetter(announce=said.append)
-    batches = list(GcpAudit(batch_size=2).read(io.BytesIO(data), "gcp", dead))
-    if not batches:
-        return None, dead, said
-    return (
-        pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default"),
-        dead,
-        said,
-    )
+    return read_with(GcpAudit, data, "gcp", batch_size=2)
 
 
 def test_array_export_and_pubsub_wrapper() -> None:

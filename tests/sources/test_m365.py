@@ -10,6 +10,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.sources.reading import read_with
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.m365 import M365Audit
 
@@ -53,16 +54,7 @@ FAILED = {
 
 def read(data: bytes) -> tuple[pa.Table | None, DeadLetter, list[str]]:
     """All batches of `data` as one table, the dead letter and its messages."""
-    said: list[str] = []
-    dead = DeadLetter(announce=said.append)
-    batches = list(M365Audit(batch_size=2).read(io.BytesIO(data), "ual", dead))
-    if not batches:
-        return None, dead, said
-    return (
-        pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default"),
-        dead,
-        said,
-    )
+    return read_with(M365Audit, data, "ual", batch_size=2)
 
 
 def test_json_lines() -> None:

@@ -11,6 +11,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.sources.reading import read_with
 from watchkeeper.sources.cloudtrail import CloudTrail
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.winlogbeat import Winlogbeat
@@ -57,16 +58,7 @@ LOGON = {
 
 def read(data: bytes) -> tuple[pa.Table | None, DeadLetter, list[str]]:
     """All batches of `data` as one table, the dead letter and its messages."""
-    said: list[str] = []
-    dead = DeadLetter(announce=said.append)
-    batches = list(Winlogbeat(batch_size=2).read(io.BytesIO(data), "wlb", dead))
-    if not batches:
-        return None, dead, said
-    return (
-        pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default"),
-        dead,
-        said,
-    )
+    return read_with(Winlogbeat, data, "wlb", batch_size=2)
 
 
 def test_fields_mapped_back() -> None:
