@@ -9,7 +9,7 @@ exposes them without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -128,11 +128,3 @@ def batch_from_rows(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
         names.append(name)
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def iter_rows(batch: pa.RecordBatch, columns: Iterable[str] | None = None) -> Iterable[dict[str, Any]]:
-    """Rows of a batch as dicts, absent values left out (for output, never on a hot path)."""
-    names = list(columns) if columns is not None else batch.schema.names
-    data = {n: batch.column(n).to_pylist() for n in names}
-    for i in range(batch.num_rows):
-        yield {n: data[n][i] for n in names if data[n][i] is not None}

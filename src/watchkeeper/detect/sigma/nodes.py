@@ -184,17 +184,3 @@ def necessary_literals(node: Node, min_length: int) -> frozenset[tuple[str, str]
             return None
         return frozenset().union(*(p for p in parts if p is not None))
     return None
-
-
-def fields_of(node: Node) -> set[str]:
-    """Every field name a condition reads (keyword searches excluded)."""
-    if isinstance(node, Match):
-        names = {node.field} if node.field is not None else set()
-        if node.op is Op.FIELDREF:
-            names.add(node.values[0])
-        return names
-    if isinstance(node, (And, Or)):
-        return set().union(*(fields_of(c) for c in node.children)) if node.children else set()
-    if isinstance(node, Not):
-        return fields_of(node.child)
-    return set()
