@@ -224,3 +224,30 @@ def test_otrf_all_archives(datasets: Path, tmp_path: Path) -> None:
     assert {r["member"]: r["n"] for r in found if r["member"] in expected} == expected
     # The manifest lists neither the compound campaigns' Zeek logs nor the Linux auditd members.
     assert {r["source"].split(".")[0] for r in found if r["member"] not in expected} == {"zeek", "linux"}
+
+
+def test_ingest_with_a_field_mapping(tmp_path: Path) -> None:
+    """`--map` reads a CSV no source recognises, its columns mapped onto the core fields."""
+    data = tmp_path / "firewall.csv"
+    data.write_text(
+        "Date,User,Src,Action\n"
+        "2026-11-20T10:00:00Z,alice,10.0.0.5,allow\n"
+        "2026-11-20T10:01:00Z,bob,10.0.0.9,deny\n",
+        encoding="utf-8",
+    )
+    lake = tmp_path / "lake"
+    run("ingest", str(data), "--lake", str(lake), "--map", "time=Date", "--map", "user=User",
+        "--map", "src_ip=Src", "--map-format", "csv", "--map-source", "firewall")
+    rows = query(lake, "SELECT source, user, src_ip, CAST(time AS VARCHAR) AS t FROM events ORDER BY t")
+    assert rows == [
+        {"source": "firewall", "user": "alice", "src_ip": "10.0.0.5", "t": "2026-11-20 10:00:00+00"},
+        {"source": "firewall", "user": "bob", "src_ip": "10.0.0.9", "t": "2026-11-20 10:01:00+00"},
+    ]
+    assert query(lake, "SELECT Action FROM firewall ORDER BY Action") == [{"Action": "allow"}, {"Action": "deny"}]
+
+
+def test_a_bad_mapping_is_one_error_line(tmp_path: Path) -> None:
+    data = tmp_path / "x.csv"
+    data.write_text("a\n1\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["ingest", str(data), "--lake", str(tmp_path / "lake"), "--map", "nocolumn"])
+    assert result.exit_code != 0

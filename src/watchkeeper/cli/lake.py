@@ -51,16 +51,34 @@ def ingest(
         None, "--dead-letter", help="Append unreadable records, with the reason, to this JSON-lines file."
     ),
     batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Events per batch."),
+    mapping: list[str] | None = typer.Option(
+        None, "--map", metavar="FIELD=COLUMN",
+        help="Read the inputs as CSV / JSON lines with this field mapping (repeatable), e.g. --map time=Date.",
+    ),
+    map_format: str | None = typer.Option(None, "--map-format", help="With --map: csv or jsonl (default: guessed)."),
+    map_source: str = typer.Option("mapped", "--map-source", help="With --map: the source name in the lake."),
 ) -> None:
     """Write events into the lake (Parquet by source and day); ingesting twice adds nothing."""
+    from watchkeeper.errors import ConfigError
     from watchkeeper.lake import LakeWriter
     from watchkeeper.sources.autodetect import read_inputs  # the sources are optional for query
     from watchkeeper.sources.deadletter import DeadLetter
+    from watchkeeper.sources.mapped import MappedSource
+
+    forced = None
+    if mapping:
+        pairs = [m.split("=", 1) for m in mapping]
+        if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+            raise ConfigError(f"--map takes FIELD=COLUMN, got {mapping!r}")
+        try:
+            forced = MappedSource(dict(pairs), map_format, map_source, batch_size=batch_size)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     dead = DeadLetter(dead_letter)
     try:
         with LakeWriter(lake, retention_days=retention) as writer:
-            for batch in read_inputs([str(p) for p in paths], dead, batch_size=batch_size):
+            for batch in read_inputs([str(p) for p in paths], dead, batch_size=batch_size, source=forced):
                 writer.write(batch)
     finally:
         dead.close()

@@ -56,8 +56,13 @@ def read_inputs(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_member: Callable[[Member, str | None], None] | None = None,
+    source: Source | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of every input under `paths`, each read by the source that recognises it."""
+    """Batches of every input under `paths`, each read by the source that recognises it.
+
+    With `source`, every input is read by that source instead (one the user configured, such as
+    a mapped CSV, which autodetection never picks).
+    """
     for member in iter_members(paths, dead):
         recorded = dead.by_file[member.display]
         with member.open() as stream:
@@ -68,10 +73,15 @@ def read_inputs(
                 if dead.by_file[member.display] == recorded:  # else: damaged, already recorded
                     dead.add(member.display, None, "empty file")
                 continue
-            source = detect(head, member.display)
+            if source is not None:
+                if on_member is not None:
+                    on_member(member, source.name)
+                yield from source.read(with_head(head, stream), member.display, dead)
+                continue
+            found = detect(head, member.display)
             if on_member is not None:
-                on_member(member, source.name if source is not None else None)
-            if source is None:
+                on_member(member, found.name if found is not None else None)
+            if found is None:
                 dead.add(member.display, None, f"format not recognised (first bytes: {head[:32]!r})")
                 continue
-            yield from source(batch_size).read(with_head(head, stream), member.display, dead)
+            yield from found(batch_size).read(with_head(head, stream), member.display, dead)
