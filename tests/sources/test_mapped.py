@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.mapped import MappedSource, parse_time
+from watchkeeper.sources.lines import parse_time
+from watchkeeper.sources.mapped import MappedSource
 
 MAPPING = {"time": "when", "user": "who", "src_ip": "ip", "bytes": "size", "CommandLine": "cmd"}
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.mapped import RowBuffer, iter_lines
+from watchkeeper.sources.lines import RowBuffer, iter_lines
 
 _RECORD_RE = re.compile(rb"(?:node=(\S+) )?type=(\S+) msg=audit\((\d+)(?:\.(\d+))?:(\d+)\): ?(.*)", re.DOTALL)
 _KV = re.compile(r"([\w-]+(?:\[\d+\])?)=(\"[^\"]*\"|'[^']*'|\S*)")

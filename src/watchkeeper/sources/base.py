@@ -52,7 +52,9 @@ class Source:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        # Only a class that names itself registers: a subclass inheriting a name (a test's tweaked
+        # copy of a source) must not replace the source it derives from.
+        if cls.__dict__.get("name"):
             Source.registry[cls.name] = cls
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:

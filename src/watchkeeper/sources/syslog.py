@@ -28,7 +28,7 @@ import pyarrow as pa
 from watchkeeper.events import col
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.mapped import RowBuffer, iter_lines, parse_time
+from watchkeeper.sources.lines import RowBuffer, iter_lines, parse_time
 
 MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 FACILITIES = (

@@ -20,7 +20,7 @@ import pyarrow as pa
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.mapped import RowBuffer, iter_lines, parse_time, text_of
+from watchkeeper.sources.lines import RowBuffer, iter_lines, parse_time, text_of
 
 _CLF = re.compile(
     rb'(\S+) (\S+) (\S+) \[([^\]]+)\] "((?:[^"\\]|\\.)*)" (\d{3}|-) (\d+|-)'

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.mapped import MAX_LINE, RowBuffer, iter_lines, parse_time, text_of
+from watchkeeper.sources.lines import MAX_LINE, RowBuffer, iter_lines, parse_time, text_of
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
