@@ -24,7 +24,7 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
     """The source most confident it reads a file starting with `head` (ties: by name), or None."""
     best: tuple[float, str] | None = None
     chosen: type[Source] | None = None
-    for name, source in _sources(len(load_all())):
+    for name, source in _sorted(tuple(load_all().items())):
         confidence = source.sniff(head, filename)
         # Sorted by name and strictly greater: the alphabetically first wins a tie, every run.
         if confidence >= MIN_CONFIDENCE and (best is None or confidence > best[0]):
@@ -33,9 +33,9 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
 
 
 @cache
-def _sources(_registered: int) -> list[tuple[str, type[Source]]]:
-    # Sorted once per registry size: a source registered later (a user's plug-in) is still seen.
-    return sorted(load_all().items())
+def _sorted(registered: tuple[tuple[str, type[Source]], ...]) -> list[tuple[str, type[Source]]]:
+    # Sorted once per registry content: a source registered later (a user's plug-in) is still seen.
+    return sorted(registered, key=lambda item: item[0])
 
 
 def _read_head(stream: BinaryIO, size: int) -> bytes:
