@@ -159,3 +159,19 @@ def text_of(value: Any) -> str | None:
     if kind is list:
         return ",".join(t for t in (text_of(v) for v in value) if t is not None)
     return orjson.dumps(value).decode()
+
+
+def iter_json_objects(stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each JSON line; invalid JSON and non-objects go to the dead letter."""
+    for number, line in iter_lines(stream, origin, dead):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            dead.add(origin, number, f"invalid JSON: {exc}", line)
+            continue
+        if not isinstance(obj, dict):
+            dead.add(origin, number, f"JSON line is a {type(obj).__name__}, not an object", line)
+            continue
+        yield number, obj

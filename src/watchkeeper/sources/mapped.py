@@ -21,13 +21,19 @@ import io
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
-import orjson
 import pyarrow as pa
 
 from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import MAX_LINE, SKIP_CHUNK, RowBuffer, iter_lines, parse_time, text_of
+from watchkeeper.sources.lines import (
+    MAX_LINE,
+    SKIP_CHUNK,
+    RowBuffer,
+    iter_json_objects,
+    parse_time,
+    text_of,
+)
 
 
 #: The longest line read into memory; a longer one is dead-lettered and skipped.
@@ -122,17 +128,7 @@ class MappedSource(Source):
     def _jsonl(
         self, stream: BinaryIO, origin: str, dead: DeadLetter
     ) -> Iterator[tuple[int, dict[str, str | None]]]:
-        for number, line in iter_lines(stream, origin, dead):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                dead.add(origin, number, f"invalid JSON: {exc}", line)
-                continue
-            if not isinstance(obj, dict):
-                dead.add(origin, number, f"JSON line is a {type(obj).__name__}, not an object", line)
-                continue
+        for number, obj in iter_json_objects(stream, origin, dead):
             yield number, {str(k): text_of(v) for k, v in obj.items()}
 
 

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -30,7 +29,7 @@ import pyarrow.csv as pacsv
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import MAX_LINE, RowBuffer, iter_lines, parse_time, text_of
+from watchkeeper.sources.lines import MAX_LINE, RowBuffer, iter_json_objects, parse_time, text_of
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -253,17 +252,7 @@ class ZeekSource(Source):
         default = log_type_of(origin)
         buffers: dict[str, RowBuffer] = {}
         chained = _Prefixed(first, stream)
-        for number, line in iter_lines(chained, origin, dead):  # type: ignore[arg-type]
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                dead.add(origin, number, f"invalid JSON: {exc}", line)
-                continue
-            if not isinstance(obj, dict):
-                dead.add(origin, number, f"JSON line is a {type(obj).__name__}, not an object", line)
-                continue
+        for number, obj in iter_json_objects(chained, origin, dead):  # type: ignore[arg-type]
             kind = obj.pop("_path", None) or default
             row: dict[str, Any] = {}
             for key, value in obj.items():
