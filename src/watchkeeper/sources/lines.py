@@ -7,10 +7,12 @@ of strings and collect the rows into batches; this module is that common part.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, BinaryIO
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,17 +23,21 @@ from watchkeeper.sources.deadletter import DeadLetter
 
 MAX_LINE = 1 << 20
 SKIP_CHUNK = 1 << 16
+#: Bytes of whole lines parsed at once by the block readers: large enough to amortise the
+#: fixed cost of a vectorised pass, small enough that a block's columns stay a few MiB.
+BLOCK_BYTES = 4 << 20
+_NEWLINE = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SOURCE = col("source")
 _FILE = col("file")
 
 
 def iter_lines(
-    stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE
+    stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE, first_line: int = 1
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number from 1, line without its end) lazily; over-long lines go to the dead letter."""
+    """Yield (line number, line without its end) lazily; over-long lines go to the dead letter."""
     readline = stream.readline
-    number = 0
+    number = first_line - 1
     while True:
         line = readline(max_line + 1)
         if not line:
@@ -49,6 +55,99 @@ def iter_lines(
             dead.add(origin, number, f"line of {size} bytes is longer than the limit of {max_line}", head)
             continue
         yield number, line.rstrip(b"\r\n")
+
+
+def iter_line_blocks(
+    stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, whole lines each ending in a newline), about `block_bytes` at a time.
+
+    A line with no end within `max_line` bytes is dead-lettered here; shorter over-long lines
+    inside a block are left to the caller (`split_block` reports them).
+    """
+    number = 1
+    pending = b""
+    while True:
+        chunk = stream.read(block_bytes)
+        if not chunk:
+            break
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) > max_line:
+                # A line with no end in sight: skip it in bounded reads, memory stays flat.
+                pending = _skip_overlong(stream, data, number, origin, dead, max_line)
+                number += 1
+            else:
+                pending = data
+            continue
+        block, pending = data[:cut], data[cut:]
+        yield number, block
+        number += block.count(b"\n")
+    if pending:
+        yield number, pending + b"\n"
+
+
+def _skip_overlong(
+    stream: BinaryIO, data: bytes, number: int, origin: str, dead: DeadLetter, max_line: int
+) -> bytes:
+    """Dead-letter the over-long line `data` starts; return what follows its end."""
+    size, head = len(data), data[:4096]
+    while True:
+        rest = stream.read(SKIP_CHUNK)
+        if not rest:
+            tail = b""
+            break
+        end = rest.find(b"\n")
+        if end >= 0:
+            size += end
+            tail = rest[end + 1 :]
+            break
+        size += len(rest)
+    dead.add(origin, number, f"line of {size} bytes is longer than the limit of {max_line}", head)
+    return tail
+
+
+@dataclass(frozen=True)
+class LineBlock:
+    """The lines of a block as one Arrow string array, ends stripped, with their line numbers."""
+
+    numbers: np.ndarray
+    text: pa.Array
+    block: bytes
+    spans: np.ndarray  # (start, end) byte offsets in `block` of each line, for dead-letter entries
+
+    def raw(self, i: int) -> bytes:
+        """The bytes of line `i` as read."""
+        start, end = self.spans[i]
+        return self.block[start:end]
+
+
+def split_block(
+    block: bytes, first: int, origin: str, dead: DeadLetter, max_line: int = MAX_LINE
+) -> LineBlock:
+    """The lines of a block from `iter_line_blocks` (ends stripped as `iter_lines` does), without
+    copying them one by one; blank lines are dropped and lines over `max_line` bytes dead-lettered."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    offsets = pa.py_buffer(np.concatenate((starts, ends[-1:] + 1)).astype(np.int32))
+    lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, offsets, pa.py_buffer(block)])
+    try:
+        text = pc.cast(lines, pa.string())
+    except pa.ArrowInvalid:  # bad UTF-8: replacement characters, as the line readers do
+        text = pa.array(block.decode("utf-8", "replace").split("\n")[: len(ends)], pa.string())
+    text = pc.utf8_rtrim(text, characters="\r\n")
+    numbers = np.arange(first, first + len(ends), dtype=np.int64)
+    keep = (ends - starts) <= max_line
+    for i in np.flatnonzero(~keep):
+        size = int(ends[i] - starts[i])
+        raw = block[starts[i] : starts[i] + 4096]
+        dead.add(origin, int(numbers[i]), f"line of {size} bytes is longer than the limit of {max_line}", raw)
+    keep &= pc.greater(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
+    spans = np.stack((starts, ends), axis=1)
+    if keep.all():
+        return LineBlock(numbers, text, block, spans)
+    return LineBlock(numbers[keep], text.filter(keep), block, spans[keep])
 
 
 def parse_time(value: object) -> int | None:
@@ -84,6 +183,19 @@ def _iso_micros(text: str) -> int | None:
         t = t.replace(tzinfo=UTC)
     delta = t - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def iso_times(values: pa.Array) -> pa.Array:
+    """ISO 8601 texts as UTC timestamps (µs), vectorised where Arrow reads them all, else one by one."""
+    try:
+        return pc.cast(values, pa.timestamp("us", tz="UTC"))  # all with a zone (`Z`, `+02:00`)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    try:
+        return pc.cast(pc.cast(values, pa.timestamp("us")), pa.timestamp("us", tz="UTC"))  # all naive: UTC
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    return pa.array([parse_time(v) for v in values.to_pylist()], pa.timestamp("us", tz="UTC"))
 
 
 class RowBuffer:
@@ -124,25 +236,46 @@ def rows_to_batch(rows: list[dict[str, Any]], source: str, origin: str) -> pa.Re
     keys = [k for k in dict.fromkeys(chain.from_iterable(rows)) if k not in (_SOURCE, _FILE)]
     schema = pa.schema([(k, RESERVED_COLUMNS.get(k, pa.string())) for k in keys])
     batch = pa.RecordBatch.from_pylist(rows, schema=schema)
-    names = [_SOURCE, _FILE]
-    arrays: list[pa.Array] = [pa.array([source] * n, pa.string()), pa.array([origin] * n, pa.string())]
+    names, arrays = text_columns(keys, batch.columns)
+    source_file = [pa.array([source] * n, pa.string()), pa.array([origin] * n, pa.string())]
+    return pa.RecordBatch.from_arrays([*source_file, *arrays], names=[_SOURCE, _FILE, *names])
+
+
+def empty_rows(n: int) -> pa.RecordBatch:
+    """A batch of `n` rows and no columns (rows of `{}` are rows all the same)."""
+    return pa.RecordBatch.from_arrays([pa.nulls(n)], names=["_"]).drop_columns(["_"])
+
+
+def text_columns(names: list[str], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
+    """Native text columns as events hold them: empty strings absent, names that differ only in
+    case merged (the first spelling wins); reserved `_` columns pass through."""
+    out_names: list[str] = []
+    out: list[pa.Array] = []
     by_lower: dict[str, int] = {}
-    for key, arr in zip(keys, batch.columns, strict=True):
+    for key, arr in zip(names, arrays, strict=True):
         if key in RESERVED_COLUMNS:
-            names.append(key)
-            arrays.append(arr)
+            out_names.append(key)
+            out.append(arr)
             continue
         if pc.any(pc.equal(arr, "")).as_py():
             arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
         lower = key.lower()
         if lower in by_lower:
             i = by_lower[lower]
-            arrays[i] = pc.coalesce(arrays[i], arr)
+            out[i] = pc.coalesce(out[i], arr)
             continue
-        by_lower[lower] = len(names)
-        names.append(key)
-        arrays.append(arr)
-    return pa.RecordBatch.from_arrays(arrays, names=names)
+        by_lower[lower] = len(out_names)
+        out_names.append(key)
+        out.append(arr)
+    return out_names, out
+
+
+def number_text(value: float) -> str:
+    """A JSON number as text; whole numbers without a fraction, as JSON does not tell 1 from 1.0
+    (and a reader that infers one type per column cannot either)."""
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)
 
 
 def text_of(value: Any) -> str | None:
@@ -154,16 +287,20 @@ def text_of(value: Any) -> str | None:
         return value  # type: ignore[no-any-return]
     if kind is bool:
         return "true" if value else "false"
-    if kind is int or kind is float:
+    if kind is int:
         return str(value)
+    if kind is float:
+        return number_text(value)
     if kind is list:
         return ",".join(t for t in (text_of(v) for v in value) if t is not None)
     return orjson.dumps(value).decode()
 
 
-def iter_json_objects(stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_objects(
+    stream: BinaryIO, origin: str, dead: DeadLetter, first_line: int = 1, max_line: int = MAX_LINE
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each JSON line; invalid JSON and non-objects go to the dead letter."""
-    for number, line in iter_lines(stream, origin, dead):
+    for number, line in iter_lines(stream, origin, dead, max_line, first_line):
         if not line.strip():
             continue
         try:

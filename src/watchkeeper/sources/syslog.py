@@ -20,15 +20,20 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from watchkeeper.events import col
+from watchkeeper.sources.assign import Assignments
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import RowBuffer, iter_lines, parse_time
+from watchkeeper.sources.lines import iso_times, iter_line_blocks, split_block, text_columns
+from watchkeeper.sources.syslog_programs import AUTH_PROGRAMS, parse_programs
 
 MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 FACILITIES = (
@@ -59,31 +64,29 @@ FACILITIES = (
 )
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 _AUTH_FACILITIES = {4, 10}
-_ACTION = col("action")
-_COMMAND_LINE = col("command_line")
 _HOST = col("host")
-_OUTCOME = col("outcome")
 _PROCESS = col("process")
 _RECORD = col("record")
-_SRC_IP = col("src_ip")
 _TIME = col("time")
-_USER = col("user")
 
 # RFC 3164 and the file forms: optional <PRI>, "Mmm dd hh:mm:ss" or an ISO timestamp (rsyslog's
 # high-precision format), hostname, then an optional "tag[pid]:" (tags like `sshd(pam_unix)`
-# or `postfix/smtpd` included).
-_BSD = re.compile(
-    r"(?:<(\d{1,3})>)?"
-    r"(?:((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d) (\d\d):(\d\d):(\d\d)(?:\.\d+)?"
-    r"|(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)) "
-    r"(\S+) ?(?:([^\s\[\]:]+)(?:\[(\d+)\])?: ?)?(.*)",
-    re.DOTALL,
+# or `postfix/smtpd` included). One text serves Python (sniffing) and RE2 (parsing blocks).
+BSD_PATTERN = (
+    r"^(?:<(?P<pri>\d{1,3})>)?"
+    r"(?:(?P<monthday>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d)"
+    r" (?P<hh>\d\d):(?P<mm>\d\d):(?P<ss>\d\d)(?:\.\d+)?"
+    r"|(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)) "
+    r"(?P<host>\S+) ?(?:(?P<program>[^\s\[\]:]+)(?:\[(?P<pid>\d+)\])?: ?)?(?P<text>(?s:.*))"
 )
 # RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]
-_IETF = re.compile(
-    r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (.*))?",
-    re.DOTALL,
+IETF_PATTERN = (
+    r"^<(?P<pri>\d{1,3})>1 (?P<stamp>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+)"
+    r" (?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<text>(?s:.*)))?"
 )
+# ASCII classes, as RE2's: a line sniffs as it parses.
+_BSD = re.compile(BSD_PATTERN, re.ASCII)
+_IETF = re.compile(IETF_PATTERN, re.ASCII)
 
 
 def _is_auth_file(filename: str) -> bool:
@@ -98,7 +101,7 @@ def _looks_like_syslog(head: bytes) -> float:
     for raw in lines:
         line = raw.rstrip(b"\r").decode("utf-8", "replace")
         m = _BSD.match(line)
-        if (m is not None and m.group(8) is not None) or _IETF.match(line) is not None:
+        if (m is not None and m.group("program") is not None) or _IETF.match(line) is not None:
             hits += 1
     return hits / len(lines)
 
@@ -142,26 +145,21 @@ class SyslogSource(Source):
 
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield `linux.auth` and `linux.syslog` batches of the lines of a syslog file."""
-        auth = RowBuffer("linux.auth", origin, self.batch_size)
-        other = RowBuffer("linux.syslog", origin, self.batch_size)
         clock = _YearClock(self.year, self.now)
-        for number, line in iter_lines(stream, origin, dead):
-            if not line:
+        for first, block in iter_line_blocks(stream, origin, dead):
+            lines = split_block(block, first, origin, dead)
+            if not len(lines.text):
                 continue
-            row = parse_line(line.decode("utf-8", "replace"), clock)
-            if row is None:
-                dead.add(origin, number, "not a syslog line (no timestamp and host)", line)
-                continue
-            row[_RECORD] = number
-            flagged = row.pop("__auth")
-            is_auth = self.all_auth or flagged
-            batch = (auth if is_auth else other).add(row)
-            if batch is not None:
-                yield batch
-        for buffer in (auth, other):
-            batch = buffer.flush()
-            if batch is not None:
-                yield batch
+            parsed = parse_block(lines.text, clock)
+            for i in np.flatnonzero(~parsed.ok).tolist():
+                reason = "not a syslog line (no timestamp and host)"
+                dead.add(origin, int(lines.numbers[i]), reason, lines.raw(i))
+            auth = parsed.auth | self.all_auth
+            for name, mask in (("linux.auth", auth & parsed.ok), ("linux.syslog", ~auth & parsed.ok)):
+                if mask.any():
+                    batch = _batch(parsed, mask, lines.numbers, name, origin)
+                    for start in range(0, batch.num_rows, self.batch_size):
+                        yield batch.slice(start, self.batch_size)
 
 
 class AuthLogSource(SyslogSource):
@@ -195,14 +193,12 @@ class _YearClock:
         self.last_month = 0
         self.days: dict[str, int | None] = {}
 
-    def micros(self, monthday: str, hh: str, mm: str, ss: str) -> int | None:
-        """µs since the epoch of `Mmm dd` and a time of day."""
+    def midnight(self, monthday: str) -> int | None:
+        """Seconds since the epoch of midnight (UTC) of `Mmm dd`; None for a day that does not exist."""
         base = self.days.get(monthday, -1)
         if base == -1:
             base = self.days[monthday] = self._midnight(MONTHS[monthday[:3]], int(monthday[4:]))
-        if base is None:
-            return None
-        return (base + int(hh) * 3600 + int(mm) * 60 + int(ss)) * 1_000_000
+        return base
 
     def _midnight(self, month: int, day: int) -> int | None:
         if self.year is None:
@@ -224,315 +220,156 @@ class _YearClock:
         return calendar.timegm((self.year, month, day, 0, 0, 0, 0, 0, 0))
 
 
-def parse_line(line: str, clock: _YearClock) -> dict[str, Any] | None:
-    """One syslog line as a row (with a private `__auth` routing flag), or None if it is not syslog."""
-    if line.startswith("<") and ">1 " in line[:6]:
-        m = _IETF.match(line)
-        if m is not None:
-            return _ietf(m)
-    m = _BSD.match(line)
-    if m is None:
-        return None
-    pri, monthday, hh, mm, ss, iso, host, program, pid, text = m.groups()
-    row: dict[str, Any] = {
-        _TIME: clock.micros(monthday, hh, mm, ss) if monthday is not None else parse_time(iso),
-        "hostname": host,
-        _HOST: host,
-        "message": text,
-    }
-    return _finish(row, program, pid, text, pri)
+@dataclass
+class ParsedBlock:
+    """A block of lines parsed: which parsed, which are authentication events, and the fields."""
+
+    ok: np.ndarray
+    auth: np.ndarray
+    times: pa.Array
+    fields: Assignments
 
 
-def _ietf(m: re.Match[str]) -> dict[str, Any]:
-    pri, stamp, host, app, procid, msgid, sd, message = m.groups()
-    hostname = None if host == "-" else host
-    text = message or ""
-    if text.startswith("\ufeff"):  # RFC 5424 marks UTF-8 messages with a BOM
-        text = text[1:]
-    row: dict[str, Any] = {_TIME: parse_time(stamp), "hostname": hostname, _HOST: hostname, "message": text}
-    if msgid != "-":
-        row["msgid"] = msgid
-    if sd != "-":
-        row["structured_data"] = sd
-    return _finish(row, None if app == "-" else app, None if procid == "-" else procid, text, pri)
+@dataclass
+class _Header:
+    """The parts of parsed lines that the programs' parsers read, one per row of `rows`."""
+
+    rows: np.ndarray
+    pri: pa.Array
+    program: pa.Array
+    pid: pa.Array
+    text: pa.Array
 
 
-def _finish(
-    row: dict[str, Any], program: str | None, pid: str | None, text: str, pri: str | None
-) -> dict[str, Any]:
-    auth = False
-    if pri is not None:
-        value = int(pri)
-        facility = value >> 3
-        row["facility"] = FACILITIES[facility] if facility < len(FACILITIES) else str(facility)
-        row["severity"] = SEVERITIES[value & 7]
-        auth = facility in _AUTH_FACILITIES
-    if pid is not None:
-        row["pid"] = pid
-    if program is not None:
-        row["program"] = program
-        row[_PROCESS] = program
-        base = _BASES.get(program)
-        if base is None:
-            base = program.split("(", 1)[0].lower()
-            if len(_BASES) < 4096:
-                _BASES[program] = base
-        auth = auth or base in AUTH_PROGRAMS or text.startswith("pam_")
-        parse_program(base, text, row)
-    row["__auth"] = auth
-    return row
+def parse_block(text: pa.Array, clock: _YearClock) -> ParsedBlock:
+    """Parse lines (RFC 5424 or 3164 forms) with vectorised regexes into fields and flags."""
+    n = len(text)
+    out = Assignments(n)
+    everything = np.arange(n, dtype=np.int64)
+    ietf_like = pc.and_(
+        pc.starts_with(text, "<"), pc.match_substring(pc.utf8_slice_codeunits(text, 0, 6), ">1 ")
+    ).to_numpy(zero_copy_only=False)
+    ietf = pc.extract_regex(text.filter(ietf_like), IETF_PATTERN)
+    is_ietf = np.zeros(n, dtype=bool)
+    is_ietf[everything[ietf_like]] = ietf.is_valid().to_numpy(zero_copy_only=False)
+    bsd = pc.extract_regex(text.filter(~is_ietf), BSD_PATTERN)
+    is_bsd = np.zeros(n, dtype=bool)
+    is_bsd[everything[~is_ietf]] = bsd.is_valid().to_numpy(zero_copy_only=False)
+
+    micros = np.zeros(n, dtype=np.int64)
+    known = np.zeros(n, dtype=bool)
+    headers = [
+        _bsd_header(out, everything[is_bsd], bsd.filter(bsd.is_valid()), clock, micros, known),
+        _ietf_header(out, everything[is_ietf], ietf.filter(ietf.is_valid()), micros, known),
+    ]
+    header = _Header(
+        np.concatenate([h.rows for h in headers]),
+        *(
+            pa.concat_arrays([getattr(h, part) for h in headers])
+            for part in ("pri", "program", "pid", "text")
+        ),
+    )
+    auth = np.zeros(n, dtype=bool)
+    _finish(out, header, auth)
+    times = pc.cast(pa.array(micros, pa.int64(), mask=~known), pa.timestamp("us", tz="UTC"))
+    return ParsedBlock(is_ietf | is_bsd, auth, times, out)
 
 
-_BASES: dict[str, str] = {}  # program tag -> lower-case name without `(pam_unix)`; few distinct tags
+def _bsd_header(
+    out: Assignments,
+    rows: np.ndarray,
+    g: pa.StructArray,
+    clock: _YearClock,
+    micros: np.ndarray,
+    known: np.ndarray,
+) -> _Header:
+    host = g.field("host")
+    for name in ("hostname", _HOST):
+        out.set(name, rows, host)
+    out.set("message", rows, g.field("text"))
+    monthday = g.field("monthday")
+    dated = pc.not_equal(monthday, "").to_numpy(zero_copy_only=False)
+    if dated.any():
+        days: list[int | None] = []
+        last, base = None, None
+        for value in monthday.filter(dated).to_pylist():
+            if value != last:  # logs are in order: the clock sees each day once per run
+                last, base = value, clock.midnight(value)
+            days.append(base)
+        seconds = pa.array(days, pa.int64())
+        for unit, part in ((3600, "hh"), (60, "mm"), (1, "ss")):
+            seconds = pc.add(seconds, pc.multiply(pc.cast(g.field(part).filter(dated), pa.int64()), unit))
+        _set_times(rows[dated], pc.multiply(seconds, 1_000_000), micros, known)
+    if not dated.all():
+        _set_times(rows[~dated], pc.cast(iso_times(g.field("iso").filter(~dated)), pa.int64()), micros, known)
+    return _Header(rows, g.field("pri"), g.field("program"), g.field("pid"), g.field("text"))
 
 
-# --- the programs whose messages carry who, from where, did what ------------------------------
+def _ietf_header(
+    out: Assignments, rows: np.ndarray, g: pa.StructArray, micros: np.ndarray, known: np.ndarray
+) -> _Header:
+    def dash_absent(part: str) -> pa.Array:
+        values = g.field(part)
+        return pc.if_else(pc.equal(values, "-"), None, values)
 
-AUTH_PROGRAMS = frozenset(
-    {
-        "sshd",
-        "sshd-session",
-        "sudo",
-        "su",
-        "login",
-        "useradd",
-        "userdel",
-        "usermod",
-        "passwd",
-        "chpasswd",
-        "groupadd",
-        "groupdel",
-        "groupmod",
-        "gpasswd",
-        "chage",
-        "chsh",
-        "chfn",
-        "newgrp",
-        "systemd-logind",
-        "cron",
-        "crond",
-        "pkexec",
-        "polkitd",
-        "unix_chkpwd",
-        "sshd-auth",
-    }
-)
-
-_SSH_ACCEPTED = re.compile(r"(Accepted|Failed) (\S+) for (invalid user )?(.*?) from (\S+) port (\d+)")
-_SSH_INVALID = re.compile(r"[Ii]nvalid user (.*?) from (\S+)(?: port (\d+))?")
-_SSH_DISCONNECT = re.compile(
-    r"(?:Received disconnect from|Disconnected from|Connection closed by|Connection reset by)"
-    r" (?:(?:authenticating |invalid )?user (\S*) )?(\S+) port (\d+)"
-)
-_SSH_MAXTRIES = re.compile(
-    r"maximum authentication attempts exceeded for (invalid user )?(.*?) from (\S+) port (\d+)"
-)
-_REPEATED = re.compile(r"message repeated (\d+) times: \[ ?(.*?)\]?$")
-_PAM = re.compile(r"pam_unix\(([^:)]+):([^)]+)\): (.*)")
-_PAM_SESSION = re.compile(
-    r"session (opened|closed) for user (\S+?)(?:\(uid=\d+\))?(?: by (\S*?)(?:\(uid=\d+\))?)?$"
-)
-_PAM_FIELDS = re.compile(r"(\w+)=(\S*)")
-_NEW_USER = re.compile(r"new (user|group): (.*)")
-_KV_COMMA = re.compile(r"(\w+)=([^,]*)")
-_SU = re.compile(r"(Successful|FAILED) su for (\S+) by (\S+)")
-_SU_SHORT = re.compile(r"([+-]) (\S+) (\S+?):(\S+)$")
-_LOGIND = re.compile(r"(New|Removed) session (\S+?)(?: of user (\S+?))?\.$")
-_CRON_CMD = re.compile(r"\((\S+)\) CMD \((.*)\)$")
-_LOGIN_FAIL = re.compile(r"FAILED LOGIN \(\d+\) on '([^']*)' FOR '([^']*)'")
-_LOGIN_ROOT = re.compile(r"ROOT LOGIN +on '([^']*)'")
-_PASSWD = re.compile(r"password changed for (\S+)")
-_USERMOD = re.compile(r"(?:add|delete) '([^']+)' (?:to|from) (?:shadow )?group '([^']+)'")
+    host = dash_absent("host")
+    for name in ("hostname", _HOST):
+        out.set(name, rows, host)
+    text = g.field("text")
+    text = pc.if_else(pc.starts_with(text, "\ufeff"), pc.utf8_slice_codeunits(text, 1), text)  # RFC 5424 BOM
+    out.set("message", rows, text)
+    out.set("msgid", rows, dash_absent("msgid"))
+    out.set("structured_data", rows, dash_absent("sd"))
+    _set_times(rows, pc.cast(iso_times(g.field("stamp")), pa.int64()), micros, known)
+    return _Header(rows, g.field("pri"), dash_absent("app"), dash_absent("procid"), text)
 
 
-def parse_program(program: str, text: str, row: dict[str, Any]) -> None:
-    """Fill core and named fields of `row` from the message of a known program."""
-    handler = _HANDLERS.get(program)
-    if text.startswith("pam_unix("):
-        _pam(text, row)
-    elif row.get("program", "").endswith("(pam_unix)"):  # old form: `sshd(pam_unix)[123]: ...`
-        row["pam_service"] = program
-        _pam_message(text, row)
-    elif handler is not None:
-        handler(text, row)
+def _set_times(rows: np.ndarray, values: pa.Array, micros: np.ndarray, known: np.ndarray) -> None:
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    micros[rows[valid]] = values.filter(valid).to_numpy()
+    known[rows[valid]] = True
 
 
-def _sshd(text: str, row: dict[str, Any]) -> None:
-    repeated = _REPEATED.match(text)
-    if repeated is not None:
-        # syslog folds identical lines; the count is kept, the event stays one row
-        row["repeated"] = repeated.group(1)
-        text = repeated.group(2)
-    m = _SSH_ACCEPTED.match(text)
-    if m is not None:
-        verdict, method, invalid, user, ip, port = m.groups()
-        row[_ACTION] = "logon"
-        row[_OUTCOME] = "success" if verdict == "Accepted" else "failure"
-        row["auth_method"] = method
-        _peer(row, user, ip, port)
-        if invalid:
-            row["invalid_user"] = "true"
+def _finish(out: Assignments, h: _Header, auth: np.ndarray) -> None:
+    """Facility, severity, pid, program and the programs' own fields; flags authentication rows."""
+    has_pri = pc.fill_null(pc.not_equal(h.pri, ""), False).to_numpy(zero_copy_only=False)
+    if has_pri.any():
+        value = pc.cast(h.pri.filter(has_pri), pa.int64()).to_numpy()
+        codes, inverse = np.unique(value, return_inverse=True)
+        facility = codes >> 3
+        names = [FACILITIES[f] if f < len(FACILITIES) else str(f) for f in facility.tolist()]
+        out.set("facility", h.rows[has_pri], pa.array(names, pa.string()).take(inverse))
+        out.set("severity", h.rows[has_pri], pa.array(SEVERITIES, pa.string()).take(codes[inverse] & 7))
+        auth[h.rows[has_pri]] |= np.isin(facility[inverse], list(_AUTH_FACILITIES))
+    out.set("pid", h.rows, h.pid)
+    tagged = pc.fill_null(pc.not_equal(h.program, ""), False).to_numpy(zero_copy_only=False)
+    if not tagged.any():
         return
-    m = _SSH_INVALID.match(text)
-    if m is not None:
-        row[_ACTION] = "invalid_user"
-        row[_OUTCOME] = "failure"
-        _peer(row, m.group(1), m.group(2), m.group(3))
-        return
-    m = _SSH_DISCONNECT.match(text)
-    if m is not None:
-        row[_ACTION] = "disconnect"
-        _peer(row, m.group(1), m.group(2), m.group(3))
-        return
-    m = _SSH_MAXTRIES.search(text)
-    if m is not None:
-        row[_ACTION] = "max_auth_attempts"
-        row[_OUTCOME] = "failure"
-        _peer(row, m.group(2), m.group(3), m.group(4))
+    rows, program, text = h.rows[tagged], h.program.filter(tagged), h.text.filter(tagged)
+    out.set("program", rows, program)
+    out.set(_PROCESS, rows, program)
+    encoded = pc.dictionary_encode(program)
+    bases = pa.array([p.split("(", 1)[0].lower() for p in encoded.dictionary.to_pylist()], pa.string())
+    base = bases.take(encoded.indices)
+    auth[rows] |= pc.is_in(base, value_set=pa.array(sorted(AUTH_PROGRAMS))).to_numpy(
+        zero_copy_only=False
+    ) | pc.starts_with(text, "pam_").to_numpy(zero_copy_only=False)
+    parse_programs(out, rows, program, base, text)
 
 
-def _peer(row: dict[str, Any], user: str | None, ip: str, port: str | None) -> None:
-    if user:
-        row[_USER] = user
-    row[_SRC_IP] = ip
-    if port:
-        row["src_port"] = port
-
-
-def _pam(text: str, row: dict[str, Any]) -> None:
-    m = _PAM.match(text)
-    if m is None:
-        return
-    service, kind, rest = m.groups()
-    row["pam_service"] = service
-    row["pam_type"] = kind
-    _pam_message(rest, row)
-
-
-def _pam_message(rest: str, row: dict[str, Any]) -> None:
-    s = _PAM_SESSION.match(rest)
-    if s is not None:
-        row[_ACTION] = "session_open" if s.group(1) == "opened" else "session_close"
-        row[_OUTCOME] = "success"
-        row[_USER] = s.group(2)
-        if s.group(3):
-            row["by_user"] = s.group(3)
-        return
-    if rest.startswith("authentication failure"):
-        row[_ACTION] = "authenticate"
-        row[_OUTCOME] = "failure"
-        fields = dict(_PAM_FIELDS.findall(rest))
-        if fields.get("rhost"):
-            row[_SRC_IP] = fields["rhost"]
-        if fields.get("user"):
-            row[_USER] = fields["user"]
-        return
-    p = _PASSWD.match(rest)
-    if p is not None:
-        row[_ACTION] = "password_change"
-        row[_OUTCOME] = "success"
-        row[_USER] = p.group(1)
-
-
-def _sudo(text: str, row: dict[str, Any]) -> None:
-    user, sep, rest = text.partition(" : ")
-    if not sep:
-        return
-    row[_USER] = user.strip()
-    row[_ACTION] = "sudo"
-    notes = []
-    for part in rest.split(" ; "):
-        key, eq, value = part.partition("=")
-        if eq and key.isupper() and key.isalpha():
-            row[key] = value  # TTY, PWD, USER, COMMAND: the names Sigma's sudo rules use
-        else:
-            notes.append(part.strip())
-    if notes:
-        row["sudo_error"] = "; ".join(notes)
-    row[_OUTCOME] = "failure" if notes else "success"
-    if "COMMAND" in row:
-        row[_COMMAND_LINE] = row["COMMAND"]
-
-
-def _su(text: str, row: dict[str, Any]) -> None:
-    m = _SU.match(text)
-    if m is not None:
-        row[_ACTION] = "su"
-        row[_OUTCOME] = "success" if m.group(1) == "Successful" else "failure"
-        row["target_user"] = m.group(2)
-        row[_USER] = m.group(3)
-        return
-    m = _SU_SHORT.match(text)
-    if m is not None:
-        row[_ACTION] = "su"
-        row[_OUTCOME] = "success" if m.group(1) == "+" else "failure"
-        row["tty"] = m.group(2)
-        row[_USER] = m.group(3)
-        row["target_user"] = m.group(4)
-
-
-def _account(text: str, row: dict[str, Any]) -> None:
-    m = _NEW_USER.match(text)
-    if m is not None:
-        row[_ACTION] = "user_create" if m.group(1) == "user" else "group_create"
-        row[_OUTCOME] = "success"
-        for key, value in _KV_COMMA.findall(m.group(2)):
-            row[key] = value.strip()  # name, UID, GID, home, shell
-        if row.get("name"):
-            row[_USER] = row["name"]
-        return
-    m = _USERMOD.match(text)
-    if m is not None:
-        row[_ACTION] = "group_member_add" if text.startswith("add") else "group_member_remove"
-        row[_OUTCOME] = "success"
-        row[_USER] = m.group(1)
-        row["group"] = m.group(2)
-
-
-def _logind(text: str, row: dict[str, Any]) -> None:
-    m = _LOGIND.match(text)
-    if m is not None:
-        row[_ACTION] = "session_open" if m.group(1) == "New" else "session_close"
-        row["session"] = m.group(2)
-        if m.group(3):
-            row[_USER] = m.group(3)
-
-
-def _cron(text: str, row: dict[str, Any]) -> None:
-    m = _CRON_CMD.match(text)
-    if m is not None:
-        row[_ACTION] = "execute"
-        row[_USER] = m.group(1)
-        row[_COMMAND_LINE] = m.group(2)
-
-
-def _login(text: str, row: dict[str, Any]) -> None:
-    m = _LOGIN_FAIL.match(text)
-    if m is not None:
-        row[_ACTION] = "logon"
-        row[_OUTCOME] = "failure"
-        row["tty"] = m.group(1)
-        row[_USER] = m.group(2)
-        return
-    m = _LOGIN_ROOT.match(text)
-    if m is not None:
-        row[_ACTION] = "logon"
-        row[_OUTCOME] = "success"
-        row["tty"] = m.group(1)
-        row[_USER] = "root"
-
-
-_HANDLERS = {
-    "sshd": _sshd,
-    "sshd-session": _sshd,
-    "sudo": _sudo,
-    "su": _su,
-    "useradd": _account,
-    "groupadd": _account,
-    "usermod": _account,
-    "gpasswd": _account,
-    "systemd-logind": _logind,
-    "cron": _cron,
-    "crond": _cron,
-    "login": _login,
-}
+def _batch(
+    parsed: ParsedBlock, mask: np.ndarray, numbers: np.ndarray, source: str, origin: str
+) -> pa.RecordBatch:
+    """One source's rows of a parsed block as a batch."""
+    take = pa.array(np.flatnonzero(mask))
+    n = len(take)
+    names = [_TIME, _RECORD]
+    arrays = [parsed.times.take(take), pa.array(numbers[mask])]
+    for name in parsed.fields.names():
+        column = parsed.fields.column(name).take(take)
+        if column.null_count < n:
+            names.append(name)
+            arrays.append(column)
+    names, arrays = text_columns(names, arrays)
+    head = [pa.array([source] * n, pa.string()), pa.array([origin] * n, pa.string())]
+    return pa.RecordBatch.from_arrays([*head, *arrays], names=[col("source"), col("file"), *names])

@@ -29,7 +29,9 @@ import pyarrow.csv as pacsv
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import MAX_LINE, RowBuffer, iter_json_objects, parse_time, text_of
+from watchkeeper.sources.inputs import with_head
+from watchkeeper.sources.jsonblocks import iter_text_blocks
+from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, text_columns
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -250,37 +252,32 @@ class ZeekSource(Source):
         self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter
     ) -> Iterator[pa.RecordBatch]:
         default = log_type_of(origin)
-        buffers: dict[str, RowBuffer] = {}
-        chained = _Prefixed(first, stream)
-        for number, obj in iter_json_objects(chained, origin, dead):  # type: ignore[arg-type]
-            kind = obj.pop("_path", None) or default
-            row: dict[str, Any] = {}
-            for key, value in obj.items():
-                if key == "_write_ts":
-                    row["write_ts"] = text_of(value)
-                elif not key.startswith("_"):
-                    row[key] = text_of(value)
-            row[_RECORD] = number
-            row[_TIME] = parse_time(obj.get("ts"))
-            row[_SRC] = row.get("id.orig_h")
-            row[_DST] = row.get("id.resp_h")
-            ob, rb = obj.get("orig_bytes"), obj.get("resp_bytes")
-            if isinstance(ob, int) or isinstance(rb, int):
-                row[_BYTES] = (ob if isinstance(ob, int) else 0) + (rb if isinstance(rb, int) else 0)
-            user_field = _USER_FIELD.get(str(kind))
-            if user_field is not None:
-                row[_USER] = row.get(user_field)
-            name = source_name(str(kind) if kind else None)
-            buffer = buffers.get(name)
-            if buffer is None:
-                buffer = buffers[name] = RowBuffer(name, origin, self.batch_size)
-            batch = buffer.add(row)
-            if batch is not None:
-                yield batch
-        for buffer in buffers.values():
-            batch = buffer.flush()
-            if batch is not None:
-                yield batch
+        for block in iter_text_blocks(with_head(first, stream), origin, dead):
+            table = block.table
+            if "_path" not in table.column_names:
+                groups: list[tuple[str | None, pa.Table, pa.Array]] = [(default, table, block.records)]
+            else:
+                # JSON Streaming Logs interleave log types in one file: one batch per type.
+                paths = table.column("_path").combine_chunks()
+                groups = []
+                for kind in pc.unique(paths).to_pylist():
+                    mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
+                    groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
+            for kind, part, records in groups:
+                names: list[str] = []
+                arrays: list[pa.Array] = []
+                for name, column in zip(part.column_names, part.columns, strict=True):
+                    if name == "_write_ts":
+                        name = "write_ts"
+                    elif name.startswith("_"):
+                        continue
+                    names.append(name)
+                    arrays.append(column.combine_chunks())
+                names, arrays = text_columns(names, arrays)
+                batch = pa.RecordBatch.from_arrays(arrays, names=names) if names else empty_rows(len(records))
+                out = _enrich(batch, source_name(kind), origin, records)
+                for start in range(0, out.num_rows, self.batch_size):
+                    yield out.slice(start, self.batch_size)
 
 
 def _batches(reader: pacsv.CSVStreamingReader, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
@@ -295,8 +292,16 @@ def _batches(reader: pacsv.CSVStreamingReader, origin: str, dead: DeadLetter) ->
             return
 
 
+_PATH_TSV = re.compile(rb"^#path\t(\S+)", re.MULTILINE)
+_PATH_JSON = re.compile(rb'"_path":"([^"]+)"')
+#: The TSV header and the first JSON line are well inside this; sniffing runs once per
+#: registered log type, so scanning a whole head (up to a MiB) each time would add up.
+_PATH_SCAN = 8192
+
+
 def _head_path(head: bytes) -> str | None:
-    m = re.search(rb"^#path\t(\S+)", head, re.MULTILINE) or re.search(rb'"_path":"([^"]+)"', head)
+    start = head[:_PATH_SCAN]
+    m = _PATH_TSV.search(start) or _PATH_JSON.search(start)
     return m.group(1).decode("utf-8", "replace") if m else None
 
 
@@ -351,29 +356,9 @@ def _ts(values: pa.Array) -> pa.Array:
     try:
         seconds = pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array([parse_time(v) for v in values.to_pylist()], pa.timestamp("us", tz="UTC"))
+        return iso_times(values)
     micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64(), safe=False)
     return pc.cast(micros, pa.timestamp("us", tz="UTC"))
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream that first returns `prefix`, then the rest of `stream` (the line already read)."""
-
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
-        self.prefix = prefix
-        self.stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if self.prefix:
-            line, self.prefix = self.prefix, b""
-            if line.endswith(b"\n") or (size is not None and 0 <= size <= len(line)):
-                return line
-            more = self.stream.readline(-1 if size is None or size < 0 else size - len(line))
-            return line + more
-        return self.stream.readline(-1 if size is None else size)
 
 
 class _LineGuard(io.RawIOBase):
