@@ -48,12 +48,14 @@ def iter_text_blocks(
     dead: DeadLetter,
     max_line: int = MAX_LINE,
     block_bytes: int = BLOCK_BYTES,
+    prefix: bytes = b"",
 ) -> Iterator[TextBlock]:
-    """The JSON objects of a JSON-lines stream as blocks of text columns; bad lines go to the dead letter."""
+    """The JSON objects of a JSON-lines stream (after `prefix`, its start already read) as blocks of
+    text columns; bad lines go to the dead letter."""
     # Keys seen holding text are read as text from then on: otherwise pyarrow would turn a
     # date-like string into a timestamp, whose text is no longer the one written.
     hints: dict[str, pa.DataType] = {}
-    for first, block in iter_line_blocks(stream, origin, dead, max_line, block_bytes):
+    for first, block in iter_line_blocks(stream, origin, dead, max_line, block_bytes, prefix):
         table = _columnar(block, hints, max_line)
         if table is None:
             fallback = _by_line(block, first, origin, dead, max_line)

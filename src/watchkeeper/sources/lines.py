@@ -58,15 +58,21 @@ def iter_lines(
 
 
 def iter_line_blocks(
-    stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE, block_bytes: int = BLOCK_BYTES
+    stream: BinaryIO,
+    origin: str,
+    dead: DeadLetter,
+    max_line: int = MAX_LINE,
+    block_bytes: int = BLOCK_BYTES,
+    prefix: bytes = b"",
 ) -> Iterator[tuple[int, bytes]]:
     """(number of the first line, whole lines each ending in a newline), about `block_bytes` at a time.
 
     A line with no end within `max_line` bytes is dead-lettered here; shorter over-long lines
-    inside a block are left to the caller (`split_block` reports them).
+    inside a block are left to the caller (`split_block` reports them). `prefix` is the start of
+    the stream, already read (a sniffed first line).
     """
     number = 1
-    pending = b""
+    pending = prefix
     while True:
         chunk = stream.read(block_bytes)
         if not chunk:

@@ -16,6 +16,7 @@ memory stays bounded and the rest of the file is still read.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterator
@@ -29,7 +30,6 @@ import pyarrow.csv as pacsv
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.inputs import with_head
 from watchkeeper.sources.jsonblocks import iter_text_blocks
 from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, text_columns
 
@@ -252,7 +252,7 @@ class ZeekSource(Source):
         self, first: bytes, stream: BinaryIO, origin: str, dead: DeadLetter
     ) -> Iterator[pa.RecordBatch]:
         default = log_type_of(origin)
-        for block in iter_text_blocks(with_head(first, stream), origin, dead):
+        for block in iter_text_blocks(stream, origin, dead, prefix=first):
             table = block.table
             if "_path" not in table.column_names:
                 groups: list[tuple[str | None, pa.Table, pa.Array]] = [(default, table, block.records)]
@@ -299,6 +299,7 @@ _PATH_JSON = re.compile(rb'"_path":"([^"]+)"')
 _PATH_SCAN = 8192
 
 
+@functools.lru_cache(maxsize=4)  # every registered log type sniffs the same head
 def _head_path(head: bytes) -> str | None:
     start = head[:_PATH_SCAN]
     m = _PATH_TSV.search(start) or _PATH_JSON.search(start)
