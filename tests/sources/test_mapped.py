@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import parse_time
+from watchkeeper.sources.lines import parse_time, times_of
 from watchkeeper.sources.mapped import MappedSource
 
 MAPPING = {"time": "when", "user": "who", "src_ip": "ip", "bytes": "size", "CommandLine": "cmd"}
@@ -73,3 +74,23 @@ def test_csv_round_trip(values: list[tuple[str, str]]) -> None:
     rows, dead = read(MappedSource(MAPPING, fmt="csv"), buf.getvalue().encode())
     assert dead.count == 0
     assert [(r.get("_user") or "", r.get("CommandLine") or "") for r in rows] == values
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.floats(allow_nan=True).map(str),
+            st.integers(min_value=-(10**18), max_value=10**18).map(str),
+            st.datetimes(timezones=st.just(UTC)).map(lambda t: t.isoformat()),
+            st.datetimes().map(lambda t: t.isoformat(sep=" ")),
+            st.sampled_from(["", "-", "now", "2024-01-02T03:04:05Z", "1700000000.5"]),
+        ),
+        max_size=8,
+    )
+)
+def test_times_of_a_column_as_parse_time_reads_each(values: list[str | None]) -> None:
+    expected = [parse_time(v) for v in values]
+    got = times_of(pa.array(values, pa.string())).cast(pa.int64()).to_pylist()
+    assert got == expected

@@ -191,6 +191,23 @@ def _iso_micros(text: str) -> int | None:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def times_of(values: pa.Array) -> pa.Array:
+    """`parse_time` over a column of text: epoch numbers (unit by magnitude) or ISO 8601."""
+    try:
+        numbers = pc.cast(values, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return iso_times(values)
+    magnitude = pc.abs(numbers)
+    micros = pc.if_else(
+        pc.less(magnitude, 1e11),
+        pc.multiply(numbers, 1_000_000.0),
+        pc.if_else(pc.less(magnitude, 1e14), pc.multiply(numbers, 1000.0), numbers),
+    )
+    absurd = pc.or_(pc.greater(magnitude, 1e17), pc.is_nan(numbers))  # as parse_time says
+    micros = pc.if_else(absurd, None, micros)
+    return pc.cast(pc.cast(pc.round(micros), pa.int64()), pa.timestamp("us", tz="UTC"))
+
+
 def iso_times(values: pa.Array) -> pa.Array:
     """ISO 8601 texts as UTC timestamps (µs), vectorised where Arrow reads them all, else one by one."""
     try:

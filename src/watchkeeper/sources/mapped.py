@@ -1,17 +1,12 @@
-"""Text-record plumbing shared by the line-oriented sources, and the user-mapped CSV / JSON-lines source.
+"""The user-mapped CSV / JSON-lines source: records no other source recognises, named by a mapping.
 
-The plumbing: `iter_lines` reads a binary stream line by line with a bounded line length (a
-longer line is dead-lettered, never loaded), `RowBuffer` turns row dicts into batches of at most
-`batch_size` rows column by column (faster than `batch_from_rows` on the hot path, same
-semantics), and `parse_time` reads the timestamps text formats carry (epoch seconds, ms or µs,
-ISO 8601).
+`MappedSource` is never auto-detected; a user names it and gives a mapping
+`{core_or_native_name: column_in_file}` for a CSV file (with a header) or JSON lines. JSON lines
+are read in blocks (`jsonblocks`) and mapped column by column; CSV row by row.
 
 Text is decoded as UTF-8 with replacement characters: a log line with a stray latin-1 byte is
 still an event an analyst wants to see, so it is kept (the U+FFFD marks the damage) rather than
 dead-lettered.
-
-`MappedSource` is never auto-detected; a user names it and gives a mapping
-`{core_or_native_name: column_in_file}` for a CSV file (with a header) or JSON lines.
 """
 
 from __future__ import annotations
@@ -22,21 +17,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import (
-    MAX_LINE,
-    SKIP_CHUNK,
-    RowBuffer,
-    iter_json_objects,
-    parse_time,
-    text_of,
-)
+from watchkeeper.sources.jsonblocks import iter_text_blocks
+from watchkeeper.sources.lines import MAX_LINE, SKIP_CHUNK, RowBuffer, parse_time, text_columns, times_of
 
 
-#: The longest line read into memory; a longer one is dead-lettered and skipped.
 class MappedSource(Source):
     """CSV (with a header) or JSON lines, with a user-supplied mapping onto core and native names.
 
@@ -69,9 +58,11 @@ class MappedSource(Source):
         """Yield batches of the mapped records of a CSV or JSON-lines stream."""
         buffered: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
         fmt = self.fmt or ("jsonl" if buffered.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{" else "csv")
-        records = self._csv(buffered, origin, dead) if fmt == "csv" else self._jsonl(buffered, origin, dead)
+        if fmt == "jsonl":
+            yield from self._jsonl(buffered, origin, dead)
+            return
         out = RowBuffer(self.label, origin, self.batch_size)
-        for number, record in records:
+        for number, record in self._csv(buffered, origin, dead):
             row = self._map(record)
             row[col("record")] = number
             batch = out.add(row)
@@ -125,11 +116,40 @@ class MappedSource(Source):
                 continue
             yield reader.line_num, dict(zip(header, fields, strict=True))
 
-    def _jsonl(
-        self, stream: BinaryIO, origin: str, dead: DeadLetter
-    ) -> Iterator[tuple[int, dict[str, str | None]]]:
-        for number, obj in iter_json_objects(stream, origin, dead):
-            yield number, {str(k): text_of(v) for k, v in obj.items()}
+    def _jsonl(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        for block in iter_text_blocks(stream, origin, dead):
+            table, n = block.table, len(block.records)
+            fields: dict[str, pa.Array] = {
+                name: column.combine_chunks()
+                for name, column in zip(table.column_names, table.columns, strict=True)
+                if name and name not in RESERVED_COLUMNS
+            }
+            for target, column in self.mapping.items():
+                value = table.column(column).combine_chunks() if column in table.column_names else None
+                if target not in CORE_FIELDS:
+                    fields[target] = value if value is not None else pa.nulls(n, pa.string())
+                elif value is None:
+                    continue
+                elif target == "time":
+                    fields[col("time")] = times_of(value)
+                elif target == "bytes":
+                    fields[col("bytes")] = _ints(value)
+                else:
+                    fields[col(target)] = value
+            fields[col("record")] = block.records
+            names, arrays = text_columns(list(fields), list(fields.values()))
+            head = [pa.array([self.label] * n, pa.string()), pa.array([origin] * n, pa.string())]
+            batch = pa.RecordBatch.from_arrays([*head, *arrays], names=[col("source"), col("file"), *names])
+            for start in range(0, n, self.batch_size):
+                yield batch.slice(start, self.batch_size)
+
+
+def _ints(values: pa.Array) -> pa.Array:
+    """Whole numbers from text; anything else (`-`, `1.5`, words) is absent."""
+    try:
+        return pc.cast(values, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([_int_or_none(v) for v in values.to_pylist()], pa.int64())
 
 
 def _bounded(text: io.TextIOWrapper, origin: str, dead: DeadLetter) -> Iterator[str]:
