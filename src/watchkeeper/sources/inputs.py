@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
+
+from isal import isal_zlib
 
 from watchkeeper.sources.deadletter import DeadLetter
 
@@ -32,7 +34,15 @@ SPOOL_MEMORY = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 # Exceptions a decompressor raises on damaged input (CRC mismatch, truncated stream, bad header).
-_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, tarfile.TarError, gzip.BadGzipFile, OSError)
+_DAMAGE: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    cast(type[Exception], isal_zlib.error),  # its stubs declare an instance
+    EOFError,
+    tarfile.TarError,
+    gzip.BadGzipFile,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ class _Gunzip(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self._raw = raw
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._z = _inflater()
         self._pending = b""
         self._done = False
 
@@ -118,7 +128,7 @@ class _Gunzip(io.RawIOBase):
                         self._done = True
                     self._z = _finished()
                     continue
-                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._z = _inflater()
                 data = rest
             else:
                 data = self._z.unconsumed_tail or self._raw.read(_CHUNK // 4)
@@ -136,9 +146,14 @@ class _Gunzip(io.RawIOBase):
         super().close()
 
 
-def _finished() -> zlib._Decompress:
+def _inflater() -> Any:
+    """A gzip decompressor: ISA-L's, about three times faster than zlib's, with the same interface."""
+    return isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+
+
+def _finished() -> Any:
     """A decompressor already at its end with nothing left over (the state after padding)."""
-    z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    z = _inflater()
     z.decompress(_EMPTY_GZIP)
     return z
 
@@ -147,7 +162,7 @@ _EMPTY_GZIP = gzip.compress(b"")
 
 
 def gunzip(raw: BinaryIO) -> BinaryIO:
-    """A decompressing reader over a gzip stream (raises EOFError / zlib.error on damage)."""
+    """A decompressing reader over a gzip stream (raises EOFError / isal_zlib.error on damage)."""
     return io.BufferedReader(_Gunzip(raw), buffer_size=_CHUNK)  # type: ignore[return-value]
 
 
