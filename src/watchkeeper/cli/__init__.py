@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from watchkeeper.cli import demo, hunt, lake, rules, rules_update, sources  # noqa: F401  (registers the commands)
@@ -17,3 +18,7 @@ def main() -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # The process ends here. Frozen, the objects still alive (compiled rules, caches) are left
+        # out of the interpreter's exit-time collection, which otherwise costs ~0.15 s per run.
+        gc.freeze()
