@@ -29,6 +29,10 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
         # Sorted by name and strictly greater: the alphabetically first wins a tie, every run.
         if confidence >= MIN_CONFIDENCE and (best is None or confidence > best[0]):
             best, chosen = (confidence, name), source
+            if confidence >= 1.0:
+                # Certainty (an EVTX magic) cannot be beaten, only tied by a later name, which loses:
+                # the ~50 text sniffers after it need not split a binary head into lines.
+                break
     return chosen
 
 
