@@ -65,8 +65,10 @@ def read_inputs(
     """Batches of every input under `paths`, each read by the source that recognises it.
 
     With `source`, every input is read by that source instead (one the user configured, such as
-    a mapped CSV, which autodetection never picks).
+    a mapped CSV, which autodetection never picks). Consecutive inputs of one source share its
+    batches (`Source.read_pending`): a folder of small EVTX files makes a few full batches.
     """
+    current: Source | None = None  # the source of the previous input, which may hold rows back
     for member in iter_members(paths, dead):
         recorded = dead.by_file[member.display]
         with member.open() as stream:
@@ -88,4 +90,10 @@ def read_inputs(
             if found is None:
                 dead.add(member.display, None, f"format not recognised (first bytes: {head[:32]!r})")
                 continue
-            yield from found(batch_size).read(with_head(head, stream), member.display, dead)
+            if type(current) is not found:
+                if current is not None:
+                    yield from current.flush()
+                current = found(batch_size)
+            yield from current.read_pending(with_head(head, stream), member.display, dead)
+    if current is not None:
+        yield from current.flush()

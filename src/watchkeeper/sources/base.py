@@ -68,3 +68,15 @@ class Source:
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of the records in `stream`; `origin` names it in errors and `_file`."""
         raise NotImplementedError
+
+    def read_pending(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        """Like `read`, but the rows of a last, partial batch may wait for the next file's; see `flush`.
+
+        Many small files then make a few full batches instead of one tiny batch each. Rows keep
+        their own `_file`. The default keeps nothing back.
+        """
+        return self.read(stream, origin, dead)
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """The rows `read_pending` kept back, as batches (call once the last file is read)."""
+        return iter(())
