@@ -76,3 +76,23 @@ def test_certain_claim_ends_sniffing_and_ties_go_to_the_first_name() -> None:
     finally:
         for name in ("0probe.a", "0probe.b", "zzzprobe"):
             del Source.registry[name]
+
+
+def test_a_magic_claims_the_file_before_any_sniffer(datasets: Path) -> None:
+    sample = need(datasets / "evtx-attack-samples" / "UACME_59_Sysmon.evtx")
+    asked: list[str] = []
+
+    class Eager(Source):
+        name = "0eager"
+
+        @classmethod
+        def sniff(cls, head: bytes, filename: str) -> float:
+            asked.append(filename)
+            return 1.0
+
+    try:
+        assert detect(sample.read_bytes()[:65536], "a.evtx") is EvtxSource
+        assert asked == []
+        assert detect(b"text", "b.log") is Eager and asked == ["b.log"]
+    finally:
+        del Source.registry["0eager"]

@@ -21,18 +21,22 @@ MIN_CONFIDENCE = 0.1
 
 
 def detect(head: bytes, filename: str) -> type[Source] | None:
-    """The source most confident it reads a file starting with `head` (ties: by name), or None."""
+    """The source whose magic `head` starts with, else the most confident (ties: by name), or None."""
+    ordered = _sorted(tuple(load_all().items()))
+    for _, source in ordered:
+        # A magic is a claim no sniffer needs to confirm: the ~50 text sniffers would each split
+        # 64 KiB of binary into lines to say no (0.1 s over a folder of EVTX files).
+        if source.magic and head.startswith(source.magic):
+            return source
     best: tuple[float, str] | None = None
     chosen: type[Source] | None = None
-    for name, source in _sorted(tuple(load_all().items())):
+    for name, source in ordered:
         confidence = source.sniff(head, filename)
         # Sorted by name and strictly greater: the alphabetically first wins a tie, every run.
         if confidence >= MIN_CONFIDENCE and (best is None or confidence > best[0]):
             best, chosen = (confidence, name), source
             if confidence >= 1.0:
-                # Certainty (an EVTX magic) cannot be beaten, only tied by a later name, which loses:
-                # the ~50 text sniffers after it need not split a binary head into lines.
-                break
+                break  # certainty cannot be beaten, only tied by a later name, which loses
     return chosen
 
 

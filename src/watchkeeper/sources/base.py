@@ -46,6 +46,9 @@ class Source:
     """
 
     name: ClassVar[str] = ""
+    #: Leading bytes only this format's files start with (a binary magic). A file starting with
+    #: them is this source's without asking any `sniff`; empty: autodetection asks `sniff`.
+    magic: ClassVar[bytes] = b""
     #: The Sigma logsources this source's events can answer.
     logsources: ClassVar[tuple[LogSourceMapping, ...]] = ()
     registry: ClassVar[dict[str, type[Source]]] = {}

@@ -37,6 +37,7 @@ class EvtxSource(Source):
     """Windows event log files (`.evtx`), every channel."""
 
     name: ClassVar[str] = "windows.evtx"
+    magic: ClassVar[bytes] = MAGIC
     logsources: ClassVar[tuple[LogSourceMapping, ...]] = WINDOWS_LOGSOURCES
 
     def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
