@@ -221,27 +221,43 @@ def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]
     wanted = np.unique(np.concatenate([h.rows for h in hits]))
     rows = batch.take(pa.array(wanted.astype(np.int64)))
     position = {int(r): i for i, r in enumerate(wanted)}
-    # Matched rows of a wide, merged batch leave most columns empty: skip those wholesale.
-    natives = [n for n in native_columns(rows) if rows.column(n).null_count < rows.num_rows]
-    data = [rows.column(n).to_pylist() for n in natives]
     names = rows.schema.names
 
     def core(name: str) -> list[Any]:
         return rows.column(col(name)).to_pylist() if col(name) in names else [None] * rows.num_rows
 
     times, hosts, files, records, sources = (core(n) for n in ("time", "host", "file", "record", "source"))
-    events: dict[int, dict[str, Any]] = {}
+    events = _events(rows)
     for hit in hits:
         rule = hit.rule
         for r in hit.rows:
             i = position[int(r)]
-            event = events.get(i)
-            if event is None:
-                event = events[i] = {n: values[i] for n, values in zip(natives, data, strict=True)
-                                     if values[i] is not None}
+            event = events[i]
             t = times[i]
             yield Detection(
                 rule_id=rule.id, rule_title=rule.title, level=rule.level, tags=rule.tags,
                 time=t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else t,
                 host=hosts[i], source=sources[i], source_file=files[i], record=records[i], event=event,
             )
+
+
+def _events(rows: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Each row's native fields that hold a value, in column order, as a dict.
+
+    Filled column by column, touching only the cells that hold a value: in a batch of many small
+    files of all kinds most of the hundreds of columns are empty in any one row.
+    """
+    events: list[dict[str, Any]] = [{} for _ in range(rows.num_rows)]
+    for name in native_columns(rows):
+        column = rows.column(name)
+        if column.null_count == len(column):
+            continue
+        values = column.to_pylist()
+        if column.null_count:
+            valid = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False)).tolist()
+            for i in valid:
+                events[i][name] = values[i]
+        else:
+            for event, value in zip(events, values, strict=True):
+                event[name] = value
+    return events
