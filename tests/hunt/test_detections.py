@@ -1,0 +1,37 @@
+"""From engine hits to detections: the matched rows' provenance and native fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.detect.sigma.engine import Hit
+from watchkeeper.detect.sigma.nodes import CompiledRule, Const, LogSource
+from watchkeeper.hunt import detections_of
+
+
+def _rule(rule_id: str) -> CompiledRule:
+    return CompiledRule(id=rule_id, title=rule_id, level="high", status="test", tags=(),
+                        logsource=LogSource(product="windows"), condition=Const(True), path="r.yml")
+
+
+def test_events_hold_the_row_values_in_column_order_and_provenance_per_row() -> None:
+    batch = pa.RecordBatch.from_pydict({
+        "Image": ["a.exe", None, "c.exe", None],
+        "TargetUserName": [None, "bob", None, None],
+        "CommandLine": ["a -x", "", None, "d"],
+        "_source": ["windows.evtx"] * 4,
+        "_file": ["one.evtx", "one.evtx", "two.evtx", "three.evtx"],
+        "_record": [7, 8, 7, 1],
+    })
+    first, second = _rule("first"), _rule("second")
+    found = list(detections_of(batch, [Hit(first, np.array([1, 2])), Hit(second, np.array([2, 3]))]))
+    assert [(d.rule_id, d.source_file, d.record) for d in found] == [
+        ("first", "one.evtx", 8), ("first", "two.evtx", 7), ("second", "two.evtx", 7), ("second", "three.evtx", 1),
+    ]
+    assert [d.event for d in found] == [
+        {"TargetUserName": "bob", "CommandLine": ""}, {"Image": "c.exe"}, {"Image": "c.exe"}, {"CommandLine": "d"},
+    ]
+    assert list(found[0].event) == ["TargetUserName", "CommandLine"]
+    assert found[1].event is found[2].event  # one row, one dict, however many rules it matched
+    assert found[0].time is None and found[0].host is None
