@@ -1,13 +1,16 @@
-"""From engine hits to detections: the matched rows' provenance and native fields."""
+"""From engine hits to detections (provenance, native fields), and the summary's rule counts."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.engine import Hit
+from watchkeeper.detect.sigma.engine import Hit, SigmaEngine
 from watchkeeper.detect.sigma.nodes import CompiledRule, Const, LogSource
-from watchkeeper.hunt import detections_of
+from watchkeeper.hunt import detections_of, without_source
+from watchkeeper.sources import load_all
 
 
 def _rule(rule_id: str) -> CompiledRule:
@@ -35,3 +38,11 @@ def test_events_hold_the_row_values_in_column_order_and_provenance_per_row() -> 
     assert list(found[0].event) == ["TargetUserName", "CommandLine"]
     assert found[1].event is found[2].event  # one row, one dict, however many rules it matched
     assert found[0].time is None and found[0].host is None
+
+
+def test_rules_without_source_are_counted_like_the_engine_lists_them() -> None:
+    registry = load_all()
+    rules = [_rule("a"), replace(_rule("b"), logsource=LogSource(product="nosuch")), _rule("c"),
+             replace(_rule("d"), logsource=LogSource(product="linux", service="auth"))]
+    engine = SigmaEngine(rules, registry)
+    assert without_source(rules, registry) == sum(1 for r in rules if not engine.sources_for(r)) == 1
