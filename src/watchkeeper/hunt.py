@@ -118,8 +118,12 @@ def run_hunt(
     on_member: Callable[[Any, str | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
     batches: Iterable[pa.RecordBatch] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> HuntStats:
-    """Hunt `options.paths` (or the given `batches`) with `options.rules`; detections go to `sink`."""
+    """Hunt `options.paths` (or the given `batches`) with `options.rules`; detections go to `sink`.
+
+    `on_ready` is called once the rules are loaded and before any input is read.
+    """
     from watchkeeper.sources.autodetect import read_inputs
 
     started = time.perf_counter()
@@ -132,6 +136,8 @@ def run_hunt(
     stats.rules_skipped_level = len(ruleset.rules) - len(rules)
     stats.rules_without_source = without_source(rules, registry)
     stats.problems = ruleset.problems
+    if on_ready is not None:
+        on_ready()
 
     dead = DeadLetter(options.dead_letter, announce)
 

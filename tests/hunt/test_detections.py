@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from tests.detect.test_loader import rule_text, write
 from watchkeeper.detect.sigma.engine import Hit, SigmaEngine
 from watchkeeper.detect.sigma.nodes import CompiledRule, Const, LogSource
-from watchkeeper.hunt import detections_of, without_source
+from watchkeeper.hunt import HuntOptions, detections_of, run_hunt, without_source
 from watchkeeper.sources import load_all
 
 
@@ -46,3 +50,17 @@ def test_rules_without_source_are_counted_like_the_engine_lists_them() -> None:
              replace(_rule("d"), logsource=LogSource(product="linux", service="auth"))]
     engine = SigmaEngine(rules, registry)
     assert without_source(rules, registry) == sum(1 for r in rules if not engine.sources_for(r)) == 1
+
+
+def test_on_ready_comes_after_the_rules_and_before_any_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHKEEPER_CACHE", str(tmp_path / "cache"))
+    rules = write(tmp_path / "rules", {"r.yml": rule_text("Rule")})
+    seen: list[str] = []
+
+    def inputs() -> Iterator[pa.RecordBatch]:
+        seen.append("input")
+        yield from ()
+
+    stats = run_hunt(HuntOptions(paths=[], rules=[rules]), lambda _: None, batches=inputs(),
+                     on_ready=lambda: seen.append("ready"))
+    assert seen == ["ready", "input"] and stats.rules_loaded == 1

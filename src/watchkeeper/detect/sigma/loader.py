@@ -13,7 +13,8 @@ import hashlib
 import os
 import pickle
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -155,8 +156,9 @@ def load_rules(
     if misses:
         from watchkeeper.detect.sigma.parse import compile_file  # imports pySigma: cold path only
 
-        for f, key, data in misses:
-            cache.entries[key] = compile_file(data if data is not None else f.read_bytes(), str(f), placeholders)
+        with _collecting():
+            for f, key, data in misses:
+                cache.entries[key] = compile_file(data if data is not None else f.read_bytes(), str(f), placeholders)
     if use_cache and (misses or stamps != cache.stamps):
         live = {key for _, key, _ in keys}
         _write_cache(cache_file, RuleCache({k: v for k, v in cache.entries.items() if k in live}, stamps))
@@ -217,6 +219,18 @@ def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> l
                 cond = And((cond, flt.condition))
         out.append(rule if cond is rule.condition else with_facts(replace(rule, condition=cond)))
     return out
+
+
+@contextmanager
+def _collecting() -> Iterator[None]:
+    """Collect garbage meanwhile, even if the caller paused collection (compiling leaves cycles)."""
+    paused = not gc.isenabled()
+    gc.enable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.disable()
 
 
 def _read_cache(path: Path) -> RuleCache:
