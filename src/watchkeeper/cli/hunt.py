@@ -73,8 +73,10 @@ def hunt(
         else:
             suppressed += 1
 
+    # Transient, it shows nothing off a terminal: there its refresh thread would only take turns
+    # with the hunt for the interpreter.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=err_console, transient=True, disable=quiet)
+                        console=err_console, transient=True, disable=quiet or not err_console.is_terminal)
     task = progress.add_task("loading rules", total=None)
     members = 0
 
