@@ -21,7 +21,7 @@ MAX_WARNINGS = 20
 
 @app.command()
 def hunt(
-    # `parser=Path`: typer would otherwise build a pydantic validator for every path given (~1 ms each).
+    # `parser=Path`: typer would otherwise build a pydantic validator per path given (~50 ms for 277).
     paths: list[Path] | None = typer.Argument(
         None, parser=Path, help="Files, folders or archives (.zip, .gz, .tar.gz) to hunt."
     ),
