@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.detect.levels import level_rank, tactics_of
-from watchkeeper.detect.sigma.engine import Hit, SigmaEngine
+from watchkeeper.detect.sigma.engine import Hit, SigmaEngine, serving_mappings
 from watchkeeper.detect.sigma.loader import RuleProblem, RuleSet, load_rules
-from watchkeeper.detect.sigma.nodes import CompiledRule
+from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
 from watchkeeper.events import col, native_columns
-from watchkeeper.sources import load_all
+from watchkeeper.sources import Source, load_all
 from watchkeeper.sources.deadletter import DeadLetter
 
 COALESCE_ROWS = 8192
@@ -99,25 +99,45 @@ def select_rules(ruleset: RuleSet, min_level: str | None) -> list[CompiledRule]:
     return [r for r in ruleset.rules if level_rank(r.level) >= floor]
 
 
+def without_source(rules: list[CompiledRule], registry: Mapping[str, type[Source]]) -> int:
+    """How many rules no registered source can feed (each distinct logsource asked once)."""
+    served: dict[LogSource, bool] = {}
+    count = 0
+    for rule in rules:
+        ok = served.get(rule.logsource)
+        if ok is None:
+            # Any one source will do: listing them all (`SigmaEngine.sources_for`) costs ~30 ms.
+            ok = served[rule.logsource] = any(serving_mappings(rule, s.logsources) for s in registry.values())
+        count += not ok
+    return count
+
+
 def run_hunt(
     options: HuntOptions,
     sink: Sink,
     on_member: Callable[[Any, str | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
     batches: Iterable[pa.RecordBatch] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> HuntStats:
-    """Hunt `options.paths` (or the given `batches`) with `options.rules`; detections go to `sink`."""
+    """Hunt `options.paths` (or the given `batches`) with `options.rules`; detections go to `sink`.
+
+    `on_ready` is called once the rules are loaded and before any input is read.
+    """
     from watchkeeper.sources.autodetect import read_inputs
 
     started = time.perf_counter()
     stats = HuntStats()
     ruleset = load_rules(options.rules, options.placeholders, use_cache=options.use_cache)
     rules = select_rules(ruleset, options.min_level)
-    engine = SigmaEngine(rules, load_all())
+    registry = load_all()
+    engine = SigmaEngine(rules, registry)
     stats.rules_loaded = len(ruleset.rules)
     stats.rules_skipped_level = len(ruleset.rules) - len(rules)
-    stats.rules_without_source = sum(1 for r in rules if not engine.sources_for(r))
+    stats.rules_without_source = without_source(rules, registry)
     stats.problems = ruleset.problems
+    if on_ready is not None:
+        on_ready()
 
     dead = DeadLetter(options.dead_letter, announce)
 
@@ -221,27 +241,43 @@ def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]
     wanted = np.unique(np.concatenate([h.rows for h in hits]))
     rows = batch.take(pa.array(wanted.astype(np.int64)))
     position = {int(r): i for i, r in enumerate(wanted)}
-    # Matched rows of a wide, merged batch leave most columns empty: skip those wholesale.
-    natives = [n for n in native_columns(rows) if rows.column(n).null_count < rows.num_rows]
-    data = [rows.column(n).to_pylist() for n in natives]
     names = rows.schema.names
 
     def core(name: str) -> list[Any]:
         return rows.column(col(name)).to_pylist() if col(name) in names else [None] * rows.num_rows
 
     times, hosts, files, records, sources = (core(n) for n in ("time", "host", "file", "record", "source"))
-    events: dict[int, dict[str, Any]] = {}
+    events = _events(rows)
     for hit in hits:
         rule = hit.rule
         for r in hit.rows:
             i = position[int(r)]
-            event = events.get(i)
-            if event is None:
-                event = events[i] = {n: values[i] for n, values in zip(natives, data, strict=True)
-                                     if values[i] is not None}
+            event = events[i]
             t = times[i]
             yield Detection(
                 rule_id=rule.id, rule_title=rule.title, level=rule.level, tags=rule.tags,
                 time=t.isoformat().replace("+00:00", "Z") if isinstance(t, datetime) else t,
                 host=hosts[i], source=sources[i], source_file=files[i], record=records[i], event=event,
             )
+
+
+def _events(rows: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Each row's native fields that hold a value, in column order, as a dict.
+
+    Filled column by column, touching only the cells that hold a value: in a batch of many small
+    files of all kinds most of the hundreds of columns are empty in any one row.
+    """
+    events: list[dict[str, Any]] = [{} for _ in range(rows.num_rows)]
+    for name in native_columns(rows):
+        column = rows.column(name)
+        if column.null_count == len(column):
+            continue
+        values = column.to_pylist()
+        if column.null_count:
+            valid = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False)).tolist()
+            for i in valid:
+                events[i][name] = values[i]
+        else:
+            for event, value in zip(events, values, strict=True):
+                event[name] = value
+    return events

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from watchkeeper.detect.sigma import loader
 from watchkeeper.detect.sigma.loader import cache_dir, load_rules
 from watchkeeper.errors import RuleError, WatchkeeperError
 
@@ -291,3 +292,50 @@ filter:
     ruleset = load_rules([rules])
     assert ruleset.problems == []
     assert [(f.title, f.rules) for f in ruleset.filters] == [("Jump host", ("1c0e8f55-4b1b-4a67-9a2e-1f3f9b8d2c44",))]
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every rule file the loader reads from now on."""
+    seen: list[Path] = []
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        seen.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    return seen
+
+
+def test_settled_unchanged_files_are_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "SETTLED_NS", 0)  # every file written so far counts as settled
+    rules = write(tmp_path / "rules", {f"r{i}.yml": rule_text(f"Rule {i}") for i in range(3)})
+    cold = load_rules([rules])
+    reads = _reads(monkeypatch)
+    warm = load_rules([rules])
+    assert (warm.compiled, reads) == (0, [])
+    assert warm.rules == cold.rules
+    # Same size, other content: the stamp (mtime, ctime) differs, so the file is read and recompiled.
+    (rules / "r1.yml").write_text(rule_text("Rule 9"), encoding="utf-8")
+    again = load_rules([rules])
+    assert again.compiled == 1 and reads == [rules / "r1.yml"]
+    assert sorted(r.title for r in again.rules) == ["Rule 0", "Rule 2", "Rule 9"]
+
+
+def test_files_changed_just_now_are_read_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file may change again within one timestamp tick: until it settles, its stamp is not trusted.
+    rules = write(tmp_path / "rules", {"r.yml": rule_text("Rule")})
+    load_rules([rules])
+    reads = _reads(monkeypatch)
+    assert load_rules([rules]).compiled == 0
+    assert reads == [rules / "r.yml"]
+
+
+def test_rule_files_are_ordered_like_sorted_paths(tmp_path: Path) -> None:
+    rules = write(tmp_path / "rules", {
+        name: rule_text(name) for name in ("b.yml", "a-b/x.yml", "a/x.yaml", "a/.y.yml", "A.yml", "c.txt", ".yml")
+    })
+    (rules / "dir.yml").mkdir()
+    expected = sorted(q for q in rules.rglob("*") if q.suffix in loader.RULE_SUFFIXES and q.is_file())
+    assert loader.rule_files([rules]) == expected
+    assert [str(p.relative_to(rules)) for p in expected] == ["A.yml", "a/.y.yml", "a/x.yaml", "a-b/x.yml", "b.yml"]

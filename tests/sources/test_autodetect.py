@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.conftest import need
 from watchkeeper.sources.autodetect import detect, read_inputs
+from watchkeeper.sources.base import Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.evtx import EvtxSource
 from watchkeeper.sources.winjson import WindowsJsonSource
@@ -53,3 +54,45 @@ def test_evtx_inside_zip_reads_like_the_file(datasets: Path, tmp_path: Path) -> 
     dead = DeadLetter()
     rows = sum(b.num_rows for b in read_inputs([tmp_path / "e.zip"], dead))
     assert rows == 565 and dead.count == 0
+
+
+def test_certain_claim_ends_sniffing_and_ties_go_to_the_first_name() -> None:
+    asked: list[str] = []
+
+    def claiming(name: str, confidence: float) -> type[Source]:
+        def sniff(cls: type[Source], head: bytes, filename: str) -> float:
+            asked.append(cls.name)
+            return confidence if head.startswith(b"PROBE") else 0.0
+
+        return type(f"Probe{len(asked)}{confidence}", (Source,), {"name": name, "sniff": classmethod(sniff)})
+
+    first = claiming("0probe.a", 1.0)
+    claiming("0probe.b", 1.0)
+    claiming("zzzprobe", 1.0)
+    try:
+        assert detect(b"PROBE", "x") is first
+        # Nothing can beat certainty: sources after the first certain claim are not asked.
+        assert "0probe.b" not in asked and "zzzprobe" not in asked
+    finally:
+        for name in ("0probe.a", "0probe.b", "zzzprobe"):
+            del Source.registry[name]
+
+
+def test_a_magic_claims_the_file_before_any_sniffer(datasets: Path) -> None:
+    sample = need(datasets / "evtx-attack-samples" / "UACME_59_Sysmon.evtx")
+    asked: list[str] = []
+
+    class Eager(Source):
+        name = "0eager"
+
+        @classmethod
+        def sniff(cls, head: bytes, filename: str) -> float:
+            asked.append(filename)
+            return 1.0
+
+    try:
+        assert detect(sample.read_bytes()[:65536], "a.evtx") is EvtxSource
+        assert asked == []
+        assert detect(b"text", "b.log") is Eager and asked == ["b.log"]
+    finally:
+        del Source.registry["0eager"]

@@ -7,10 +7,12 @@ import io
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import need
+from watchkeeper.sources.autodetect import read_inputs
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.evtx import MAGIC, EvtxSource
 
@@ -90,3 +92,38 @@ def test_arbitrary_bytes_never_raise(data: bytes, with_magic: bool) -> None:
     dead = DeadLetter()
     rows = sum(b.num_rows for b in EvtxSource().read(io.BytesIO(payload), "x.evtx", dead))
     assert rows >= 0 and (rows or dead.count or with_magic)
+
+
+def _rows(batches: list[pa.RecordBatch]) -> list[tuple[str, int, str]]:
+    return [
+        (f, r, e)
+        for b in batches
+        for f, r, e in zip(
+            b.column("_file").to_pylist(), b.column("_record").to_pylist(), b.column("EventID").to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+def test_small_files_share_batches_and_keep_their_provenance(datasets: Path, tmp_path: Path) -> None:
+    root = need(datasets / "evtx-attack-samples" / "Lateral Movement")
+    files = sorted(root.glob("*.evtx"))[:6]
+    alone: list[tuple[str, int, str]] = []
+    for path in files:
+        with path.open("rb") as fh:
+            alone += _rows(list(EvtxSource().read(fh, str(path), DeadLetter())))
+    # A batch of 100 rows: files are cut across batches, and batches span several files.
+    dead = DeadLetter()
+    together = list(read_inputs(files, dead, batch_size=100))
+    assert dead.count == 0
+    assert [b.num_rows for b in together[:-1]] == [100] * (len(together) - 1)
+    assert any(len(set(b.column("_file").to_pylist())) > 1 for b in together)
+    assert _rows(together) == alone
+    # Core columns are still derived row by row.
+    assert all(b.column("_time").null_count == 0 for b in together)
+
+
+def test_pending_rows_wait_for_flush() -> None:
+    source = EvtxSource()
+    assert list(source.read_pending(io.BytesIO(b""), "empty.evtx", DeadLetter())) == []
+    assert list(source.flush()) == []

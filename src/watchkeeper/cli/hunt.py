@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,13 @@ MAX_WARNINGS = 20
 
 @app.command()
 def hunt(
-    paths: list[Path] | None = typer.Argument(None, help="Files, folders or archives (.zip, .gz, .tar.gz) to hunt."),
+    # `parser=Path`: typer would otherwise build a pydantic validator per path given (~50 ms for 277).
+    paths: list[Path] | None = typer.Argument(
+        None, parser=Path, help="Files, folders or archives (.zip, .gz, .tar.gz) to hunt."
+    ),
     rules: list[Path] = typer.Option(
-        None, "--rules", "-r", help="Sigma rule file or folder; repeatable. Default: bundled + installed SigmaHQ."
+        None, "--rules", "-r", parser=Path,
+        help="Sigma rule file or folder; repeatable. Default: bundled + installed SigmaHQ.",
     ),
     fmt: str | None = typer.Option(None, "--format", "-f", help="Detections as jsonl (default), json or csv; to stdout without --output."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write detections here (default: none)."),
@@ -68,8 +73,10 @@ def hunt(
         else:
             suppressed += 1
 
+    # Transient, it shows nothing off a terminal: there its refresh thread would only take turns
+    # with the hunt for the interpreter.
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=err_console, transient=True, disable=quiet)
+                        console=err_console, transient=True, disable=quiet or not err_console.is_terminal)
     task = progress.add_task("loading rules", total=None)
     members = 0
 
@@ -87,11 +94,16 @@ def hunt(
         batches = Lake(lake).scan(parse_time(since, "--since"), parse_time(until, "--until"))
     options = HuntOptions(paths=list(paths or []), rules=rule_paths, min_level=level, dead_letter=dead_letter,
                           use_cache=not no_cache)
+    # No collection while the rules load: see `_settle_heap`.
+    thresholds = gc.get_threshold()
+    gc.disable()
     try:
         with progress:
             stats = run_hunt(options, writer.write if writer else _discard, on_member=on_member, announce=announce,
-                             batches=batches)
+                             batches=batches, on_ready=_settle_heap)
     finally:
+        gc.set_threshold(*thresholds)
+        gc.enable()
         if writer is not None:
             close_writer(writer)
     if suppressed:
@@ -106,6 +118,19 @@ def hunt(
 
 def _discard(_: object) -> None:
     return None
+
+
+def _settle_heap() -> None:
+    """Freeze what lives to the end of this one-shot process, then collect young objects rarely.
+
+    The compiled rules are ~170k objects, unpickled with no collection: frozen before any
+    collection, no generation ever traverses them (that was ~0.2 s of a 2 s hunt). Parsing events
+    allocates and frees many small containers, so the first generation is collected every 50,000
+    allocations instead of 700; cyclic garbage is still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+    gc.enable()
 
 
 def parse_time(text: str | None, option: str) -> datetime | None:

@@ -46,6 +46,9 @@ class Source:
     """
 
     name: ClassVar[str] = ""
+    #: Leading bytes only this format's files start with (a binary magic). A file starting with
+    #: them is this source's without asking any `sniff`; empty: autodetection asks `sniff`.
+    magic: ClassVar[bytes] = b""
     #: The Sigma logsources this source's events can answer.
     logsources: ClassVar[tuple[LogSourceMapping, ...]] = ()
     registry: ClassVar[dict[str, type[Source]]] = {}
@@ -68,3 +71,15 @@ class Source:
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of the records in `stream`; `origin` names it in errors and `_file`."""
         raise NotImplementedError
+
+    def read_pending(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        """Like `read`, but the rows of a last, partial batch may wait for the next file's; see `flush`.
+
+        Many small files then make a few full batches instead of one tiny batch each. Rows keep
+        their own `_file`. The default keeps nothing back.
+        """
+        return self.read(stream, origin, dead)
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """The rows `read_pending` kept back, as batches (call once the last file is read)."""
+        return iter(())

@@ -11,7 +11,8 @@ import evtx
 import orjson
 import pyarrow as pa
 
-from watchkeeper.sources.base import LogSourceMapping, Source
+from watchkeeper.events import col
+from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import spool
 from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event
@@ -36,7 +37,14 @@ class EvtxSource(Source):
     """Windows event log files (`.evtx`), every channel."""
 
     name: ClassVar[str] = "windows.evtx"
+    magic: ClassVar[bytes] = MAGIC
     logsources: ClassVar[tuple[LogSourceMapping, ...]] = WINDOWS_LOGSOURCES
+
+    def __init__(self, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(batch_size)
+        # Rows not yet built into a batch, possibly of several files, and the file of each.
+        self._builder = ColumnBuilder(batch_size)
+        self._files: list[str] = []
 
     @classmethod
     def sniff(cls, head: bytes, filename: str) -> float:
@@ -45,6 +53,20 @@ class EvtxSource(Source):
 
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of the file's records; a record the parser rejects goes to the dead letter."""
+        yield from self.read_pending(stream, origin, dead)
+        yield from self.flush()
+
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """The rows kept back by `read_pending` (of one or more files), as one batch."""
+        if self._builder.n:
+            yield self._build()
+
+    def read_pending(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
+        """Yield the full batches of the file's records; the rest waits for the next file or `flush`.
+
+        Most EVTX files hold a few dozen records: building one Arrow batch per file, then merging
+        hundreds of them, cost more than parsing them.
+        """
         owned = None
         if not stream.seekable():
             # The crate seeks between chunks; archive members are spooled first.
@@ -75,7 +97,7 @@ class EvtxSource(Source):
         except (RuntimeError, OSError, ValueError) as exc:
             dead.add(origin, None, f"not a readable EVTX file: {exc}")
             return
-        builder = ColumnBuilder(self.batch_size)
+        builder = self._builder
         last_error = ""
         repeats = 0
         while True:
@@ -104,7 +126,16 @@ class EvtxSource(Source):
             # The System EventRecordID survives exports that renumber the file's own records.
             text = row.get("EventRecordID")
             builder.add(row, int(text) if text is not None and text.isdigit() else number)
+            self._files.append(origin)
             if builder.n >= self.batch_size:
-                yield builder.build(self.name, origin)
-        if builder.n:
-            yield builder.build(self.name, origin)
+                yield self._build()
+
+    def _build(self) -> pa.RecordBatch:
+        """The batch of the rows held, each with the file it came from; empties the builder."""
+        files, self._files = self._files, []
+        batch = self._builder.build(self.name, files[0])
+        if files.count(files[0]) < len(files):
+            # Rows of several files: `_file` row by row instead of the builder's single name.
+            at = batch.schema.get_field_index(col("file"))
+            batch = batch.set_column(at, col("file"), pa.array(files, pa.string()))
+        return batch

@@ -1,16 +1,20 @@
 """Load Sigma rules from files and folders, compile them once and cache the result.
 
 The cache is keyed by each file's content and the engine version, so a warm run neither parses
-YAML nor imports pySigma. Every file ends up as compiled rules, filters, or problems with a
-reason: nothing is skipped silently.
+YAML nor imports pySigma. A file whose size, times and inode are those recorded with its key
+is not even read again (as Python trusts a `.pyc` by the source's mtime and size). Every file ends
+up as compiled rules, filters, or problems with a reason: nothing is skipped silently.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +24,14 @@ from watchkeeper.errors import RuleError, Where
 #: Bump when compiled output changes, so old cache entries are never reused.
 ENGINE_VERSION = "sigma-arrow-4"
 RULE_SUFFIXES = (".yml", ".yaml")
+#: The layout of the cache file itself (part of its name).
+CACHE_FORMAT = "stamped-1"
+#: A file changed less than this long ago may change again within one timestamp tick, unseen by
+#: its stamp (git's "racily clean" entries): it is hashed again until it has settled.
+SETTLED_NS = 2_000_000_000
+
+#: What identifies a file's version without reading it: size, mtime, ctime, inode.
+Stamp = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,14 @@ class FileEntry:
 
 
 @dataclass
+class RuleCache:
+    """The cache file: compiled entries by content key, and the stamp and key of each rule path."""
+
+    entries: dict[str, FileEntry] = field(default_factory=dict)
+    stamps: dict[str, tuple[Stamp, str]] = field(default_factory=dict)
+
+
+@dataclass
 class RuleSet:
     """The rules loaded from some paths, with filters applied, and the problems met on the way."""
 
@@ -79,13 +99,35 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.suffix in RULE_SUFFIXES and q.is_file()))
+            below: list[tuple[tuple[str, ...], str]] = []
+            _walk(str(p), (), below)
+            # Ordered like sorted Paths (component by component), as rules always were.
+            found.extend(p.joinpath(*parts) for parts, _ in sorted(below))
         elif p.is_file():
             found.append(p)
         else:
             raise RuleError("no such rule file or folder", Where(file=str(p)),
                             hint="check the --rules path")
     return found
+
+
+def _walk(folder: str, parts: tuple[str, ...], out: list[tuple[tuple[str, ...], str]]) -> None:
+    """Rule files below `folder` as (path components, path): what `rglob` finds, without a stat each."""
+    try:
+        entries = list(os.scandir(folder))
+    except PermissionError:
+        return  # as rglob: an unreadable folder holds nothing
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _walk(entry.path, (*parts, entry.name), out)
+        elif _suffix(entry.name) in RULE_SUFFIXES and entry.is_file():
+            out.append(((*parts, entry.name), entry.path))
+
+
+def _suffix(name: str) -> str:
+    """`Path(name).suffix` without building a Path (a leading dot starts no suffix)."""
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
 def cache_dir() -> Path:
@@ -106,33 +148,59 @@ def load_rules(
     placeholders = dict(placeholders or {})
     files = rule_files(paths)
     salt = (ENGINE_VERSION + repr(sorted((k, tuple(v)) for k, v in placeholders.items()))).encode()
-    keys: list[tuple[Path, bytes, str]] = []
-    for f in files:
-        data = f.read_bytes()
-        keys.append((f, data, hashlib.sha256(salt + data).hexdigest()))
-
-    cache_file = cache_dir() / f"sigma-{hashlib.sha256(salt + repr(sorted(str(p.resolve()) for p in paths)).encode()).hexdigest()[:20]}.pickle"
-    cache: dict[str, FileEntry] = _read_cache(cache_file) if use_cache else {}
-    misses = [(f, data, key) for f, data, key in keys if key not in cache]
+    named = repr(sorted(str(p.resolve()) for p in paths)) + CACHE_FORMAT
+    cache_file = cache_dir() / f"sigma-{hashlib.sha256(salt + named.encode()).hexdigest()[:20]}.pickle"
+    cache = _read_cache(cache_file) if use_cache else RuleCache()
+    keys, stamps = _content_keys(files, salt, cache)
+    misses = [(f, key, data) for f, key, data in keys if key not in cache.entries]
     if misses:
         from watchkeeper.detect.sigma.parse import compile_file  # imports pySigma: cold path only
 
-        for f, data, key in misses:
-            cache[key] = compile_file(data, str(f), placeholders)
-        if use_cache:
-            live = {key for _, _, key in keys}
-            _write_cache(cache_file, {k: v for k, v in cache.items() if k in live})
+        with _collecting():
+            for f, key, data in misses:
+                cache.entries[key] = compile_file(data if data is not None else f.read_bytes(), str(f), placeholders)
+    if use_cache and (misses or stamps != cache.stamps):
+        live = {key for _, key, _ in keys}
+        _write_cache(cache_file, RuleCache({k: v for k, v in cache.entries.items() if k in live}, stamps))
 
     rules: list[CompiledRule] = []
     filters: list[CompiledFilter] = []
     problems: list[RuleProblem] = []
-    for f, _, key in keys:
-        entry = cache[key]
+    for f, key, _ in keys:
+        entry = cache.entries[key]
         # Paths are stored as compiled; re-stamp them in case the same content sits elsewhere.
         rules.extend(r if r.path == str(f) else replace(r, path=str(f)) for r in entry.rules)
         filters.extend(entry.filters)
         problems.extend(entry.problems)
     return RuleSet(apply_filters(rules, filters), filters, problems, len(files), len(misses))
+
+
+def _content_keys(
+    files: list[Path], salt: bytes, cache: RuleCache
+) -> tuple[list[tuple[Path, str, bytes | None]], dict[str, tuple[Stamp, str]]]:
+    """Each file's content key (and content, if read): hashed unless its stamp is cached with a live key.
+
+    Also the stamps to record: only of files that settled, so a file rewritten twice within one
+    timestamp tick (same size) is never mistaken for its older version.
+    """
+    keys: list[tuple[Path, str, bytes | None]] = []
+    stamps: dict[str, tuple[Stamp, str]] = {}
+    settled = time.time_ns() - SETTLED_NS
+    for f in files:
+        path = str(f)
+        st = f.stat()
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        known = cache.stamps.get(path)
+        data = None
+        if known is not None and known[0] == stamp and known[1] in cache.entries:
+            key = known[1]
+        else:
+            data = f.read_bytes()
+            key = hashlib.sha256(salt + data).hexdigest()
+        keys.append((f, key, data))
+        if max(st.st_mtime_ns, st.st_ctime_ns) < settled:
+            stamps[path] = (stamp, key)
+    return keys, stamps
 
 
 def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> list[CompiledRule]:
@@ -153,17 +221,35 @@ def apply_filters(rules: list[CompiledRule], filters: list[CompiledFilter]) -> l
     return out
 
 
-def _read_cache(path: Path) -> dict[str, FileEntry]:
+@contextmanager
+def _collecting() -> Iterator[None]:
+    """Collect garbage meanwhile, even if the caller paused collection (compiling leaves cycles)."""
+    paused = not gc.isenabled()
+    gc.enable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.disable()
+
+
+def _read_cache(path: Path) -> RuleCache:
+    collecting = gc.isenabled()
+    # Unpickling allocates ~100k objects that all live on: collections meanwhile are wasted work.
+    gc.disable()
     try:
         with path.open("rb") as fh:
             data = pickle.load(fh)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError,
             OverflowError, MemoryError, KeyError, IndexError, UnicodeDecodeError):
-        return {}  # a missing, stale or damaged cache only costs a recompile
-    return data if isinstance(data, dict) else {}
+        return RuleCache()  # a missing, stale or damaged cache only costs a recompile
+    finally:
+        if collecting:
+            gc.enable()
+    return data if isinstance(data, RuleCache) else RuleCache()
 
 
-def _write_cache(path: Path, data: dict[str, FileEntry]) -> None:
+def _write_cache(path: Path, data: RuleCache) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
