@@ -109,7 +109,7 @@ class AuditdSource(Source):
     @classmethod
     def sniff(cls, head: bytes, filename: str) -> float:
         """Lines of `type=… msg=audit(…):` records."""
-        lines = [ln for ln in head.split(b"\n")[:-1] if ln.strip()][:8] or [head]
+        lines = [ln for ln in head.split(b"\n", 64)[:-1] if ln.strip()][:8] or [head]
         hits = sum(1 for ln in lines if _RECORD_RE.match(ln) is not None)
         return 0.95 * hits / len(lines) if hits * 2 >= len(lines) else 0.0
 

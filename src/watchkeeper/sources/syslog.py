@@ -96,7 +96,7 @@ def _is_auth_file(filename: str) -> bool:
 
 def _looks_like_syslog(head: bytes) -> float:
     """Share of the first complete lines of `head` that parse as syslog with a program tag."""
-    lines = [ln for ln in head.split(b"\n")[:-1] if ln.strip()][:8] or [head]
+    lines = [ln for ln in head.split(b"\n", 64)[:-1] if ln.strip()][:8] or [head]
     hits = 0
     for raw in lines:
         line = raw.rstrip(b"\r").decode("utf-8", "replace")

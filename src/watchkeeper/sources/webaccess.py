@@ -69,7 +69,7 @@ class WebAccessSource(Source):
     @classmethod
     def sniff(cls, head: bytes, filename: str) -> float:
         """Common/combined log lines, or JSON lines with nginx access-log variables."""
-        lines = [ln for ln in head.split(b"\n")[:-1] if ln.strip()][:8] or [head]
+        lines = [ln for ln in head.split(b"\n", 64)[:-1] if ln.strip()][:8] or [head]
         if all(_STRICT_HEAD.match(ln) for ln in lines):
             return 0.9
         first = lines[0].lstrip(b"\xef\xbb\xbf \t")
