@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, LiteralIndex
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher
+from watchkeeper.detect.sigma.literals import LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source

@@ -1,0 +1,169 @@
+"""Find every literal the rules look for in a column's distinct values, in one automaton scan.
+
+A scan records each occurrence (which literal, which distinct value, at its start or end), from
+which `eq`, `contains`, `startswith` and `endswith` leaves and the rules' literal prefilters are
+decided without a string kernel per leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TypeAlias
+
+import ahocorasick_rs
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from watchkeeper.detect.sigma.nodes import CompiledRule, Match, Op
+
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
+
+#: Leaves whose values are literals that must occur in the field for the leaf to hold.
+LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
+
+
+class LiteralHits:
+    """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
+
+    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "indexed",
+                 "n_unique")
+
+    def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
+                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str]) -> None:
+        self._ids = ids
+        self.indexed = indexed  # the literals this scan looked for (not the ones found too often)
+        self._patterns = patterns
+        self._present: frozenset[str] | None = None
+        self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
+        self._at_start = at_start
+        self._at_end = at_end
+        self.n_unique = n_unique
+        # pattern id -> its run of occurrences; `pids` is sorted so each pattern is one run.
+        if len(pids):
+            firsts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+            ends = np.r_[firsts[1:], len(pids)]
+            self._slices = dict(zip(pids[firsts].tolist(), zip(firsts.tolist(), ends.tolist(), strict=True),
+                                    strict=True))
+        else:
+            self._slices = {}
+
+    @property
+    def present(self) -> frozenset[str]:
+        """The literals that occur in any of the distinct values."""
+        if self._present is None:
+            self._present = frozenset(self._patterns[i] for i in self._slices)
+        return self._present
+
+    def evaluate(self, m: Match) -> BoolArray:
+        """A literal leaf over the distinct values, from the recorded occurrences alone."""
+        out = np.zeros(self.n_unique, dtype=bool)
+        slices = self._slices
+        if not slices:
+            return out
+        ids = self._ids
+        for v in m.values:
+            run = slices.get(ids.get(v, -1))
+            if run is None:
+                continue
+            lo, hi = run
+            unique = self._unique[lo:hi]
+            if m.op is Op.CONTAINS:
+                out[unique] = True
+            elif m.op is Op.STARTSWITH:
+                out[unique[self._at_start[lo:hi]]] = True
+            elif m.op is Op.ENDSWITH:
+                out[unique[self._at_end[lo:hi]]] = True
+            else:
+                out[unique[self._at_start[lo:hi] & self._at_end[lo:hi]]] = True
+        return out
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+#: A literal found more often than this (and than there are distinct values) leaves the index.
+HOT_OCCURRENCES = 2048
+DFA_BYTES = 4 * 1024 * 1024
+
+
+class LiteralIndex:
+    """Every literal the rules look for, per field, in one Aho–Corasick automaton per field.
+
+    One scan of a column's distinct values finds every occurrence of every literal of every rule
+    on that field; from the occurrences alone `contains`, `startswith`, `endswith` and equality
+    leaves are decided without running one string kernel per leaf. Built once per rule set and
+    logsource, used for every batch. A literal found more often than there are distinct values
+    (`.exe` in image paths) is dropped from its automaton: listing its occurrences costs more than
+    testing it with a string kernel, which its leaves then do.
+    """
+
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        literals: dict[str, set[str]] = {}
+        for rule in rules:
+            for field, values in rule.literals:
+                literals.setdefault(field, set()).update(values)
+        self._patterns = {f: sorted(v) for f, v in literals.items()}
+        self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
+        self._hot: dict[str, set[str]] = {}
+        self._automata: dict[tuple[str, bool], tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]] = {}
+
+    def covers(self, m: Match, key: str) -> bool:
+        """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
+        if m.op not in LITERAL_OPS or m.cased:
+            return False
+        ids = self._ids.get(key)
+        if ids is None or not all(v in ids for v in m.values):
+            return False
+        hot = self._hot.get(key)
+        return not hot or hot.isdisjoint(m.values)
+
+    def _automaton(self, field: str, dfa: bool) -> tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]:
+        found = self._automata.get((field, dfa))
+        if found is None:
+            hot = self._hot.get(field, set())
+            ids = self._ids[field]
+            active = [p for p in self._patterns[field] if p not in hot]
+            # A DFA scans long texts about three times faster but takes long to build: it is
+            # built only for fields whose values are long (script blocks, module context).
+            kind = ahocorasick_rs.Implementation.DFA if dfa else None
+            automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
+            found = self._automata[(field, dfa)] = (
+                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active)
+            )
+        return found
+
+    def scan(self, field: str, lowered: pa.Array) -> LiteralHits | None:
+        """Occurrences of the field's literals in lower-cased distinct values (None: no literals)."""
+        patterns = self._patterns.get(field)
+        if not patterns:
+            return None
+        n = len(lowered)
+        ac, active_ids, indexed = self._automaton(field, lowered.nbytes > DFA_BYTES)
+        ids = self._ids[field]
+        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed)
+        if n == 0 or not indexed:
+            return none
+        offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
+        base = int(offsets[0])
+        if lowered.buffers()[2] is None or int(offsets[-1]) == base:
+            return none
+        data = memoryview(lowered.buffers()[2]).cast("B")[base : int(offsets[-1])]
+        found = ac.find_matches_as_indexes(data, overlapping=True)
+        if not found:
+            return none
+        hits = np.array(found, dtype=np.int64).reshape(-1, 3)
+        pids = active_ids[hits[:, 0]]
+        counts = np.bincount(pids)
+        common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
+        if len(common):
+            self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
+            # Rebuilt without them for the next batch.
+            self._automata.pop((field, False), None)
+            self._automata.pop((field, True), None)
+        rel = offsets.astype(np.int64) - base
+        unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
+        keep = hits[:, 2] <= rel[unique + 1]  # a match across two values is not a match
+        hits, unique, pids = hits[keep], unique[keep], pids[keep]
+        order = np.argsort(pids, kind="stable")
+        hits, unique, pids = hits[order], unique[order], pids[order]
+        return LiteralHits(ids, patterns, pids, unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
+                           n, indexed)
