@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from watchkeeper.detect.sigma.keywords import BatchText, scannable
 from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
 from watchkeeper.events import RESERVED_COLUMNS
@@ -67,6 +68,17 @@ class BatchColumns:
         self._columns: dict[str, _Column] = {}
         self._valid: dict[str, BoolArray] = {}
         self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
+        self._text: BatchText | None = None
+        self._text_results: dict[tuple[str, ...], BoolArray] = {}
+
+    def text_rows(self, values: tuple[str, ...]) -> BoolArray:
+        """Rows of the whole batch with one of `values` in a native field (`keywords.scannable`)."""
+        found = self._text_results.get(values)
+        if found is None:
+            if self._text is None:
+                self._text = BatchText(self.batch, self.names.values())
+            found = self._text_results[values] = self._text.rows_with(values)
+        return found
 
     def valid(self, name: str) -> BoolArray:
         """Which rows hold a value in column `name` (cheaper than preparing the column)."""
@@ -239,6 +251,9 @@ class BatchMatcher:
         # are searched once in the row's fields joined by NUL, which no keyword holds, so a
         # match never spans two fields; one RE2 pass per keyword list, case-insensitive.
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
+        if kw.op is Op.CONTAINS and not kw.cased and scannable(kw.values):
+            found = self.columns.text_rows(kw.values)
+            return found if self._rows is None else found[self._rows]
         if kw.op is Op.CONTAINS and not kw.cased and not any("\0" in v for v in kw.values):
             text = self._row_text()
             if text is None:
