@@ -29,13 +29,55 @@ class Hit:
     rows: np.ndarray
 
 
+class _Prefilter:
+    """Which of a step's rules may match a batch, from the literal scans of the fields they need.
+
+    A rule's `needs` are (field, literals) of which one must occur for it to match. Rather than
+    asking that of every rule (thousands per batch), the literals found in each needed field are
+    looked up in an inverted index: the rules a batch can match come out in one pass per field.
+    """
+
+    def __init__(self, needs: Sequence[tuple[tuple[str, frozenset[str]], ...] | None]) -> None:
+        self.always = [i for i, n in enumerate(needs) if n is None]
+        self.fields: dict[str, dict[str, list[int]]] = {}  # field -> literal -> rules needing it
+        for i, n in enumerate(needs):
+            for field, literals in n or ():
+                by_literal = self.fields.setdefault(field, {})
+                for literal in literals:
+                    by_literal.setdefault(literal, []).append(i)
+
+    def candidates(self, matcher: BatchMatcher) -> list[int]:
+        """Indices of the rules that may match, in rule order."""
+        chosen = set(self.always)
+        for field, by_literal in self.fields.items():
+            found = matcher.column(field)
+            if found is None:
+                continue
+            hits = matcher.columns.hits(found[0], field)
+            if hits is None:
+                for rules in by_literal.values():
+                    chosen.update(rules)
+                continue
+            # A literal left out of the index (found too often) may occur: its rules stay in.
+            for literals in (hits.present, hits.unindexed):
+                if len(literals) < len(by_literal):
+                    for literal in literals:
+                        needing = by_literal.get(literal)
+                        if needing is not None:
+                            chosen.update(needing)
+                else:
+                    for literal, needing in by_literal.items():
+                        if literal in literals:
+                            chosen.update(needing)
+        return sorted(chosen)
+
+
 @dataclass(frozen=True)
 class _Step:
     mapping: LogSourceMapping
     selector: Node | None  # None: every row of the batch
     rules: tuple[CompiledRule, ...]
-    #: Per rule, (field, literal) pairs of which one must occur for it to match (None: no such).
-    needs: tuple[tuple[tuple[str, frozenset[str]], ...] | None, ...]
+    prefilter: _Prefilter
 
 
 @dataclass(frozen=True)
@@ -100,7 +142,7 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     rules = tuple(by_mapping[id(m)])
-                    steps.append(_Step(m, _selector(m), rules, tuple(r.needs for r in rules)))
+                    steps.append(_Step(m, _selector(m), rules, _Prefilter([r.needs for r in rules])))
         unique = {(r.id, r.path): r for s in steps for r in s.rules}.values()
         plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique))
         if src is not None:
@@ -126,10 +168,8 @@ class SigmaEngine:
                     continue
                 rows = np.flatnonzero(mask)
                 matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
-            for rule, needs in zip(step.rules, step.needs, strict=True):
-                # One lookup in the literal scans rules out most rules before any evaluation.
-                if needs is not None and not matcher.may_hold(needs):
-                    continue
+            for i in step.prefilter.candidates(matcher):
+                rule = step.rules[i]
                 res = matcher.evaluate(rule.condition)
                 if res.any():
                     hit_rows = np.flatnonzero(res)

@@ -47,7 +47,7 @@ class _Column:
             self.codes = codes.astype(np.intp)
         self.lowered: pa.Array | None = None
         self.hits: dict[str, LiteralHits | None] = {}  # literal scans, by index key
-        self.on_uniques: dict[Match, BoolArray] = {}  # leaf results over the distinct values
+        self.on_uniques: dict[Match, BoolArray | None] = {}  # leaf results over the distinct values
 
     def lower(self) -> pa.Array:
         """The distinct values lower-cased (computed on first use)."""
@@ -126,19 +126,21 @@ class BatchColumns:
             )
         return column.hits[index_key]
 
-    def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray:
-        """A value-level leaf result over a column's distinct values (plus the null slot), memoised."""
-        found = column.on_uniques.get(m)
-        if found is not None:
-            return found
+    def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray | None:
+        """A value-level leaf over a column's distinct values (plus a False null slot), memoised.
+
+        None when no distinct value satisfies it, which spares the rows a gather.
+        """
+        if m in column.on_uniques:
+            return column.on_uniques[m]
         result: BoolArray | None = None
         if self.literals is not None and self.literals.covers(m, index_key):
             hits = self.hits(column, index_key)
             if hits is not None:
-                result = hits.evaluate(m)
-        if result is None:
-            result = match_values(column.uniques if m.cased else column.lower(), m)
-        found = column.on_uniques[m] = np.append(result, False)
+                column.on_uniques[m] = found = hits.evaluate(m)
+                return found
+        result = match_values(column.uniques if m.cased else column.lower(), m)
+        found = column.on_uniques[m] = np.append(result, False) if result.any() else None
         return found
 
 
@@ -179,17 +181,6 @@ class BatchMatcher:
             found = (column, column.codes if self._rows is None else column.codes[self._rows])
         self._codes[key] = found
         return found
-
-    def may_hold(self, needs: tuple[tuple[str, frozenset[str]], ...]) -> bool:
-        """False when none of the literals a rule needs occurs in its field here: it cannot match."""
-        for field, literals in needs:
-            found = self.column(field)
-            if found is None:
-                continue
-            hits = self.columns.hits(found[0], field)
-            if hits is None or not literals.isdisjoint(hits.present) or not literals <= hits.indexed:
-                return True
-        return False
 
     def evaluate(self, node: Node) -> BoolArray:
         """Boolean mask of the rows that satisfy `node`."""
@@ -232,7 +223,8 @@ class BatchMatcher:
             return present if m.values == ("true",) else ~present
         if m.op is Op.FIELDREF:
             return self._fieldref(column, codes, m.values[0])
-        return self.columns.leaf(column, m, m.field.lower())[codes]
+        on_uniques = self.columns.leaf(column, m, m.field.lower())
+        return self._false if on_uniques is None else on_uniques[codes]
 
     def _fieldref(self, column: _Column, codes: np.ndarray, other_field: str) -> BoolArray:
         other = self.column(other_field)

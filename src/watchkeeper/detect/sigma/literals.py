@@ -28,12 +28,14 @@ class LiteralHits:
     """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
 
     __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "indexed",
-                 "n_unique")
+                 "n_unique", "unindexed")
 
     def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
-                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str]) -> None:
+                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str],
+                 unindexed: frozenset[str]) -> None:
         self._ids = ids
-        self.indexed = indexed  # the literals this scan looked for (not the ones found too often)
+        self.indexed = indexed  # the literals this scan looked for
+        self.unindexed = unindexed  # the others: found too often to be worth indexing
         self._patterns = patterns
         self._present: frozenset[str] | None = None
         self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
@@ -56,17 +58,22 @@ class LiteralHits:
             self._present = frozenset(self._patterns[i] for i in self._slices)
         return self._present
 
-    def evaluate(self, m: Match) -> BoolArray:
-        """A literal leaf over the distinct values, from the recorded occurrences alone."""
-        out = np.zeros(self.n_unique, dtype=bool)
+    def evaluate(self, m: Match) -> BoolArray | None:
+        """A literal leaf over the distinct values plus a False null slot, from the occurrences alone.
+
+        None when no distinct value satisfies it.
+        """
         slices = self._slices
         if not slices:
-            return out
+            return None
         ids = self._ids
+        out: BoolArray | None = None
         for v in m.values:
             run = slices.get(ids.get(v, -1))
             if run is None:
                 continue
+            if out is None:
+                out = np.zeros(self.n_unique + 1, dtype=bool)
             lo, hi = run
             unique = self._unique[lo:hi]
             if m.op is Op.CONTAINS:
@@ -77,7 +84,7 @@ class LiteralHits:
                 out[unique[self._at_end[lo:hi]]] = True
             else:
                 out[unique[self._at_start[lo:hi] & self._at_end[lo:hi]]] = True
-        return out
+        return out if out is not None and out.any() else None
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -89,6 +96,10 @@ HOT_OCCURRENCES = 2048
 DFA_BYTES_PER_LITERAL = 4096
 #: Nor beyond this many literals (a DFA of CommandLine's 9,000 would take 60 MB).
 DFA_MAX_LITERALS = 4096
+
+
+#: An automaton, the pattern id of each of its patterns, the literals it indexes and those it leaves out.
+_Automaton: TypeAlias = tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str], frozenset[str]]
 
 
 class LiteralIndex:
@@ -110,7 +121,7 @@ class LiteralIndex:
         self._patterns = {f: sorted(v) for f, v in literals.items()}
         self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
         self._hot: dict[str, set[str]] = {}
-        self._automata: dict[tuple[str, bool], tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]] = {}
+        self._automata: dict[tuple[str, bool], _Automaton] = {}
         self._scanned: dict[str, int] = {}  # bytes scanned so far, per field
 
     def covers(self, m: Match, key: str) -> bool:
@@ -123,16 +134,16 @@ class LiteralIndex:
         hot = self._hot.get(key)
         return not hot or hot.isdisjoint(m.values)
 
-    def _automaton(self, field: str, dfa: bool) -> tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]:
+    def _automaton(self, field: str, dfa: bool) -> _Automaton:
         found = self._automata.get((field, dfa))
         if found is None:
-            hot = self._hot.get(field, set())
+            hot = frozenset(self._hot.get(field, ()))
             ids = self._ids[field]
             active = [p for p in self._patterns[field] if p not in hot]
             kind = ahocorasick_rs.Implementation.DFA if dfa else None
             automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
             found = self._automata[(field, dfa)] = (
-                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active)
+                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active), hot
             )
         return found
 
@@ -144,9 +155,10 @@ class LiteralIndex:
         n = len(lowered)
         scanned = self._scanned[field] = self._scanned.get(field, 0) + lowered.nbytes
         dfa = scanned >= DFA_BYTES_PER_LITERAL * len(patterns) and len(patterns) <= DFA_MAX_LITERALS
-        ac, active_ids, indexed = self._automaton(field, dfa)
+        ac, active_ids, indexed, unindexed = self._automaton(field, dfa)
         ids = self._ids[field]
-        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed)
+        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed,
+                           unindexed)
         if n == 0 or not indexed:
             return none
         buffers = lowered.buffers()
@@ -175,4 +187,4 @@ class LiteralIndex:
         order = np.argsort(pids, kind="stable")
         hits, unique, pids = hits[order], unique[order], pids[order]
         return LiteralHits(ids, patterns, pids, unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
-                           n, indexed)
+                           n, indexed, unindexed)
