@@ -19,9 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from watchkeeper.detect.sigma.keywords import BatchText, scannable
-from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
+from watchkeeper.detect.sigma.literals import LITERAL_OPS, BoolArray, LiteralHits, LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
 from watchkeeper.events import RESERVED_COLUMNS
+
+#: Up to this many distinct values, literal leaves are tested in Python rather than by a kernel.
+SMALL_DICTIONARY = 256
 
 
 class _Column:
@@ -30,7 +33,7 @@ class _Column:
     Null rows point at one extra slot (`len(uniques)`) that every leaf sets to False.
     """
 
-    __slots__ = ("codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
+    __slots__ = ("_strings", "codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
 
     def __init__(self, array: pa.Array) -> None:
         if isinstance(array, pa.ChunkedArray):
@@ -48,12 +51,20 @@ class _Column:
         self.lowered: pa.Array | None = None
         self.hits: dict[str, LiteralHits | None] = {}  # literal scans, by index key
         self.on_uniques: dict[Match, BoolArray | None] = {}  # leaf results over the distinct values
+        self._strings: dict[bool, list[str]] = {}
 
     def lower(self) -> pa.Array:
         """The distinct values lower-cased (computed on first use)."""
         if self.lowered is None:
             self.lowered = lower(self.uniques)
         return self.lowered
+
+    def strings(self, cased: bool) -> list[str]:
+        """The distinct values as Python strings, as read or lower-cased (computed on first use)."""
+        found = self._strings.get(cased)
+        if found is None:
+            found = self._strings[cased] = (self.uniques if cased else self.lower()).to_pylist()
+        return found
 
 
 class BatchColumns:
@@ -139,7 +150,12 @@ class BatchColumns:
             if hits is not None:
                 column.on_uniques[m] = found = hits.evaluate(m)
                 return found
-        result = match_values(column.uniques if m.cased else column.lower(), m)
+        if column.n_unique <= SMALL_DICTIONARY and m.op in LITERAL_OPS and (
+            m.op is Op.EQ or column.n_unique * len(m.values) <= SMALL_DICTIONARY * 16
+        ):
+            result = match_strings(column.strings(m.cased), m)
+        else:
+            result = match_values(column.uniques if m.cased else column.lower(), m)
         found = column.on_uniques[m] = np.append(result, False) if result.any() else None
         return found
 
@@ -289,6 +305,24 @@ def lower(values: pa.Array) -> pa.Array:
         if not len(data) or int(data.max()) < 0x80:
             return pc.ascii_lower(values)
     return pc.utf8_lower(values)
+
+
+def match_strings(values: list[str], m: Match) -> BoolArray:
+    """A literal leaf over a few distinct strings in Python: an Arrow kernel call costs more."""
+    n = len(values)
+    if m.op is Op.EQ:
+        wanted = _value_set(m)
+        return np.fromiter((v in wanted for v in values), dtype=bool, count=n)
+    if m.op is Op.STARTSWITH:
+        return np.fromiter((v.startswith(m.values) for v in values), dtype=bool, count=n)
+    if m.op is Op.ENDSWITH:
+        return np.fromiter((v.endswith(m.values) for v in values), dtype=bool, count=n)
+    return np.fromiter((any(w in v for w in m.values) for v in values), dtype=bool, count=n)
+
+
+@lru_cache(maxsize=65536)
+def _value_set(m: Match) -> frozenset[str]:
+    return frozenset(m.values)
 
 
 def match_values(values: pa.Array, m: Match) -> BoolArray:

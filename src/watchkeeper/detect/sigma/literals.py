@@ -25,47 +25,74 @@ LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
 
 
 class LiteralHits:
-    """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
+    """Where each literal occurs in one column's lower-cased distinct values (from one scan).
 
-    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "indexed",
-                 "n_unique", "unindexed")
+    Kept as the automaton reported them: which literals occur is all the rules' prefilter asks,
+    and most scans are never asked more, so occurrences are sorted out per literal on first use.
+    """
 
-    def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
-                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str],
-                 unindexed: frozenset[str]) -> None:
+    __slots__ = ("_at_end", "_at_start", "_ids", "_offsets", "_pattern_ids", "_patterns", "_present", "_raw",
+                 "_slices", "_unique", "indexed", "n_unique", "unindexed")
+
+    def __init__(self, ids: Mapping[str, int], patterns: list[str], n_unique: int, indexed: frozenset[str],
+                 unindexed: frozenset[str], raw: list[tuple[int, int, int]] | None = None,
+                 pattern_ids: list[int] | None = None, offsets: np.ndarray | None = None) -> None:
         self._ids = ids
+        self._patterns = patterns
+        self.n_unique = n_unique
         self.indexed = indexed  # the literals this scan looked for
         self.unindexed = unindexed  # the others: found too often to be worth indexing
-        self._patterns = patterns
+        self._raw = raw or []  # (automaton pattern, start, end) in the values' bytes
+        self._pattern_ids = pattern_ids or []  # automaton pattern -> index in `patterns`
+        self._offsets = offsets  # value offsets, rebased to the scanned bytes
         self._present: frozenset[str] | None = None
-        self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
-        self._at_start = at_start
-        self._at_end = at_end
-        self.n_unique = n_unique
-        # pattern id -> its run of occurrences; `pids` is sorted so each pattern is one run.
-        if len(pids):
-            firsts = np.concatenate(([0], np.flatnonzero(pids[1:] != pids[:-1]) + 1))
-            ends = np.append(firsts[1:], len(pids))
-            self._slices = dict(zip(pids[firsts].tolist(), zip(firsts.tolist(), ends.tolist(), strict=True),
-                                    strict=True))
-        else:
-            self._slices = {}
+        self._slices: dict[int, tuple[int, int]] | None = None
 
     @property
     def present(self) -> frozenset[str]:
-        """The literals that occur in any of the distinct values."""
+        """The literals found (one spanning two values included: the prefilter may over-select)."""
         if self._present is None:
-            self._present = frozenset(self._patterns[i] for i in self._slices)
+            ids, patterns = self._pattern_ids, self._patterns
+            self._present = frozenset(patterns[ids[p]] for p in {p for p, _, _ in self._raw})
         return self._present
+
+    def _sort(self) -> dict[int, tuple[int, int]]:
+        """Occurrences grouped by literal: pattern id -> its run in `_unique`, `_at_start`, `_at_end`."""
+        if self._slices is not None:
+            return self._slices
+        self._slices = {}
+        if not self._raw or self._offsets is None:
+            return self._slices
+        raw = self._raw
+        # Flattened first: numpy converts a list of tuples about twenty times slower.
+        hits = np.fromiter(chain.from_iterable(raw), dtype=np.int64, count=3 * len(raw)).reshape(-1, 3)
+        pids = np.asarray(self._pattern_ids, dtype=np.int64)[hits[:, 0]]
+        rel = self._offsets
+        unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
+        ends = rel[unique + 1]
+        keep = hits[:, 2] <= ends  # a match across two values is not a match
+        if not keep.all():
+            hits, unique, pids, ends = hits[keep], unique[keep], pids[keep], ends[keep]
+        order = np.argsort(pids, kind="stable")
+        hits, unique, pids, ends = hits[order], unique[order], pids[order], ends[order]
+        self._unique = unique
+        self._at_start = hits[:, 1] == rel[unique]
+        self._at_end = hits[:, 2] == ends
+        if len(pids):
+            firsts = np.concatenate(([0], np.flatnonzero(pids[1:] != pids[:-1]) + 1))
+            lasts = np.append(firsts[1:], len(pids))
+            self._slices = dict(zip(pids[firsts].tolist(), zip(firsts.tolist(), lasts.tolist(), strict=True),
+                                    strict=True))
+        return self._slices
 
     def evaluate(self, m: Match) -> BoolArray | None:
         """A literal leaf over the distinct values plus a False null slot, from the occurrences alone.
 
         None when no distinct value satisfies it.
         """
-        slices = self._slices
-        if not slices:
+        if not self._raw or self.present.isdisjoint(m.values):
             return None
+        slices = self._sort()
         ids = self._ids
         out: BoolArray | None = None
         for v in m.values:
@@ -87,7 +114,6 @@ class LiteralHits:
         return out if out is not None and out.any() else None
 
 
-_EMPTY = np.zeros(0, dtype=np.int64)
 #: A literal found more often than this (and than there are distinct values) leaves the index.
 HOT_OCCURRENCES = 2048
 #: A field's automaton becomes a DFA once this many bytes per literal have been scanned with the
@@ -99,7 +125,7 @@ DFA_MAX_LITERALS = 4096
 
 
 #: An automaton, the pattern id of each of its patterns, the literals it indexes and those it leaves out.
-_Automaton: TypeAlias = tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str], frozenset[str]]
+_Automaton: TypeAlias = tuple[ahocorasick_rs.BytesAhoCorasick, list[int], frozenset[str], frozenset[str]]
 
 
 class LiteralIndex:
@@ -143,7 +169,7 @@ class LiteralIndex:
             kind = ahocorasick_rs.Implementation.DFA if dfa else None
             automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
             found = self._automata[(field, dfa)] = (
-                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active), hot
+                automaton, [ids[p] for p in active], frozenset(active), hot
             )
         return found
 
@@ -157,34 +183,19 @@ class LiteralIndex:
         dfa = scanned >= DFA_BYTES_PER_LITERAL * len(patterns) and len(patterns) <= DFA_MAX_LITERALS
         ac, active_ids, indexed, unindexed = self._automaton(field, dfa)
         ids = self._ids[field]
-        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed,
-                           unindexed)
-        if n == 0 or not indexed:
-            return none
         buffers = lowered.buffers()
+        if n == 0 or not indexed or buffers[2] is None:
+            return LiteralHits(ids, patterns, n, indexed, unindexed)
         offsets = np.frombuffer(buffers[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
-        base = int(offsets[0])
-        if buffers[2] is None or int(offsets[-1]) == base:
-            return none
-        data = memoryview(buffers[2]).cast("B")[base : int(offsets[-1])]
-        found = ac.find_matches_as_indexes(data, overlapping=True)
-        if not found:
-            return none
-        # Flattened first: numpy converts a list of tuples about twenty times slower.
-        hits = np.fromiter(chain.from_iterable(found), dtype=np.int64, count=3 * len(found)).reshape(-1, 3)
-        pids = active_ids[hits[:, 0]]
-        counts = np.bincount(pids)
-        common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
-        if len(common):
-            self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
-            # Rebuilt without them for the next batch.
-            self._automata.pop((field, False), None)
-            self._automata.pop((field, True), None)
-        rel = offsets.astype(np.int64) - base
-        unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
-        keep = hits[:, 2] <= rel[unique + 1]  # a match across two values is not a match
-        hits, unique, pids = hits[keep], unique[keep], pids[keep]
-        order = np.argsort(pids, kind="stable")
-        hits, unique, pids = hits[order], unique[order], pids[order]
-        return LiteralHits(ids, patterns, pids, unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
-                           n, indexed, unindexed)
+        base, end = int(offsets[0]), int(offsets[-1])
+        found = ac.find_matches_as_indexes(memoryview(buffers[2]).cast("B")[base:end], overlapping=True)
+        if len(found) > max(n, HOT_OCCURRENCES):
+            counts = np.bincount(np.asarray(active_ids, dtype=np.int64)[[p for p, _, _ in found]])
+            common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
+            if len(common):
+                self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
+                # Rebuilt without them for the next batch.
+                self._automata.pop((field, False), None)
+                self._automata.pop((field, True), None)
+        return LiteralHits(ids, patterns, n, indexed, unindexed, found, active_ids,
+                           offsets.astype(np.int64) - base if found else None)
