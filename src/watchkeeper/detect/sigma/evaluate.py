@@ -9,22 +9,17 @@ tests run in Arrow's C++ kernels (RE2 for regular expressions); a pattern RE2 ca
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Callable, Mapping
-from functools import lru_cache
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from watchkeeper.detect.sigma.keywords import BatchText, scannable
-from watchkeeper.detect.sigma.literals import LITERAL_OPS, BoolArray, LiteralHits, LiteralIndex
+from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
+from watchkeeper.detect.sigma.values import SMALL_DICTIONARY, keyword_pattern, lower, match_few, match_values
 from watchkeeper.events import RESERVED_COLUMNS
-
-#: Up to this many distinct values, literal leaves are tested in Python rather than by a kernel.
-SMALL_DICTIONARY = 256
 
 
 class _Column:
@@ -114,7 +109,7 @@ class BatchColumns:
             return found
         array = self.batch.column(name)
         if kw.op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not kw.cased:
-            res = pc.match_substring_regex(array, pattern=_pattern(kw), ignore_case=True)
+            res = pc.match_substring_regex(array, pattern=keyword_pattern(kw), ignore_case=True)
             found = np.asarray(pc.fill_null(res, False).to_numpy(zero_copy_only=False), dtype=bool)
         else:
             filled = array.fill_null("") if array.null_count else array
@@ -144,17 +139,14 @@ class BatchColumns:
         """
         if m in column.on_uniques:
             return column.on_uniques[m]
-        result: BoolArray | None = None
         if self.literals is not None and self.literals.covers(m, index_key):
             hits = self.hits(column, index_key)
             if hits is not None:
                 column.on_uniques[m] = found = hits.evaluate(m)
                 return found
-        if column.n_unique <= SMALL_DICTIONARY and m.op in LITERAL_OPS and (
-            m.op is Op.EQ or column.n_unique * len(m.values) <= SMALL_DICTIONARY * 16
-        ):
-            result = match_strings(column.strings(m.cased), m)
-        else:
+        # Otherwise a few distinct values are tested in Python, many by an Arrow kernel.
+        result = match_few(column.strings(m.cased), m) if column.n_unique <= SMALL_DICTIONARY else None
+        if result is None:
             result = match_values(column.uniques if m.cased else column.lower(), m)
         found = column.on_uniques[m] = np.append(result, False) if result.any() else None
         return found
@@ -266,7 +258,7 @@ class BatchMatcher:
             text = self._row_text()
             if text is None:
                 return self._false
-            res = pc.match_substring_regex(text, pattern=_pattern(kw), ignore_case=True)
+            res = pc.match_substring_regex(text, pattern=keyword_pattern(kw), ignore_case=True)
             return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
         acc = self._false
         for name in self.columns.names.values():
@@ -294,127 +286,3 @@ class BatchMatcher:
                 *arrays, "\0", null_handling="replace", null_replacement=""
             )
         return self._text
-
-
-def lower(values: pa.Array) -> pa.Array:
-    """`utf8_lower`, by the ASCII kernel (six times faster, same result) when the text is ASCII."""
-    buffers = values.buffers()
-    if len(values) and buffers[2] is not None and pa.types.is_string(values.type):
-        offsets = np.frombuffer(buffers[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
-        data = np.frombuffer(buffers[2], dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
-        if not len(data) or int(data.max()) < 0x80:
-            return pc.ascii_lower(values)
-    return pc.utf8_lower(values)
-
-
-def match_strings(values: list[str], m: Match) -> BoolArray:
-    """A literal leaf over a few distinct strings in Python: an Arrow kernel call costs more."""
-    n = len(values)
-    if m.op is Op.EQ:
-        wanted = _value_set(m)
-        return np.fromiter((v in wanted for v in values), dtype=bool, count=n)
-    if m.op is Op.STARTSWITH:
-        return np.fromiter((v.startswith(m.values) for v in values), dtype=bool, count=n)
-    if m.op is Op.ENDSWITH:
-        return np.fromiter((v.endswith(m.values) for v in values), dtype=bool, count=n)
-    return np.fromiter((any(w in v for w in m.values) for v in values), dtype=bool, count=n)
-
-
-@lru_cache(maxsize=65536)
-def _value_set(m: Match) -> frozenset[str]:
-    return frozenset(m.values)
-
-
-def match_values(values: pa.Array, m: Match) -> BoolArray:
-    """Test a leaf against an array of distinct strings (already lower-cased unless cased)."""
-    if len(values) == 0:
-        return np.zeros(0, dtype=bool)
-    op = m.op
-    if op is Op.EQ:
-        res = pc.is_in(values, value_set=pa.array(m.values, pa.string()))
-    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and len(m.values) <= 4:
-        # A few literals: plain substring kernels beat compiling a regular expression.
-        fn = {Op.CONTAINS: pc.match_substring, Op.STARTSWITH: pc.starts_with, Op.ENDSWITH: pc.ends_with}[op]
-        acc = fn(values, pattern=m.values[0]).to_numpy(zero_copy_only=False)
-        for v in m.values[1:]:
-            acc = acc | fn(values, pattern=v).to_numpy(zero_copy_only=False)
-        return np.asarray(acc, dtype=bool)
-    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH, Op.GLOB, Op.REGEX):
-        return _regex(values, _pattern(m))
-    elif op is Op.CIDR:
-        return _python(values, _cidr_test(m.values))
-    elif op in (Op.LT, Op.LTE, Op.GT, Op.GTE):
-        return _python(values, _compare_test(op, float(m.values[0])))
-    else:
-        raise ValueError(f"operator {op} is not evaluated on values")
-    return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-@lru_cache(maxsize=65536)
-def _pattern(m: Match) -> str:
-    """One RE2-compatible pattern for a leaf's value list."""
-    alternation = "|".join(
-        v if m.op in (Op.GLOB, Op.REGEX) else re.escape(v) for v in m.values
-    )
-    if m.op is Op.STARTSWITH:
-        body = f"^(?:{alternation})"
-    elif m.op is Op.ENDSWITH:
-        body = f"(?:{alternation})$"
-    elif m.op is Op.REGEX and len(m.values) > 1:
-        body = "|".join(f"(?:{v})" for v in m.values)
-    else:
-        body = alternation
-    return f"(?{m.flags}){body}" if m.flags else body
-
-
-_RE2_REJECTED: set[str] = set()
-
-
-def _regex(values: pa.Array, pattern: str) -> BoolArray:
-    if pattern not in _RE2_REJECTED:
-        try:
-            res = pc.match_substring_regex(values, pattern=pattern)
-            return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-        except pa.ArrowInvalid:
-            _RE2_REJECTED.add(pattern)  # lookaround, backreference …: RE2 cannot, Python can
-    rx = _python_regex(pattern)
-    return _python(values, lambda s: rx.search(s) is not None)
-
-
-@lru_cache(maxsize=4096)
-def _python_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _python(values: pa.Array, test: Callable[[str], bool]) -> BoolArray:
-    return np.fromiter((v is not None and test(v) for v in values.to_pylist()), dtype=bool, count=len(values))
-
-
-def _cidr_test(cidrs: tuple[str, ...]) -> Callable[[str], bool]:
-    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    def test(s: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(s.strip().strip("[]"))
-        except ValueError:
-            return False
-        return any(ip.version == n.version and ip in n for n in nets)
-
-    return test
-
-
-def _compare_test(op: Op, bound: float) -> Callable[[str], bool]:
-    def test(s: str) -> bool:
-        try:
-            x = float(s)
-        except ValueError:
-            return False
-        if op is Op.LT:
-            return x < bound
-        if op is Op.LTE:
-            return x <= bound
-        if op is Op.GT:
-            return x > bound
-        return x >= bound
-
-    return test
