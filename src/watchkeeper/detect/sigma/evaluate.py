@@ -198,21 +198,38 @@ class BatchMatcher:
                 found = self._leaves[node] = self._leaf(node)
             return found
         if isinstance(node, And):
+            # Leaves first: they are memoised and often false on every row, which ends the AND
+            # before its NOTs and ORs are computed. The shared all-False/all-True masks are
+            # recognised by identity, sparing numpy calls.
             acc: BoolArray | None = None
-            for child in node.children:
-                res = self.evaluate(child)
-                acc = res if acc is None else acc & res
-                if not acc.any():
-                    return self._false
+            for leaves_pass in (True, False):
+                for child in node.children:
+                    if isinstance(child, Match) is not leaves_pass:
+                        continue
+                    res = self.evaluate(child)
+                    if res is self._false:
+                        return self._false
+                    if res is self._true:
+                        continue
+                    acc = res if acc is None else acc & res
+                    if not acc.any():
+                        return self._false
             return acc if acc is not None else self._true
         if isinstance(node, Or):
             acc = None
             for child in node.children:
                 res = self.evaluate(child)
+                if res is self._false:
+                    continue
+                if res is self._true:
+                    return self._true
                 acc = res if acc is None else acc | res
             return acc if acc is not None else self._false
         if isinstance(node, Not):
-            return ~self.evaluate(node.child)
+            res = self.evaluate(node.child)
+            if res is self._false:
+                return self._true
+            return self._false if res is self._true else ~res
         if isinstance(node, Const):
             return self._true if node.value else self._false
         raise TypeError(f"unknown node {node!r}")

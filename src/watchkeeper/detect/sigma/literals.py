@@ -8,6 +8,7 @@ decided without a string kernel per leaf.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from itertools import chain
 from typing import TypeAlias
 
@@ -90,13 +91,17 @@ class LiteralHits:
 
         None when no distinct value satisfies it.
         """
-        if not self._raw or self.present.isdisjoint(m.values):
+        if not self._raw:
+            return None
+        # Value lists run to hundreds of literals; the few found here are all that count.
+        found = self.present.intersection(value_set(m))
+        if not found:
             return None
         slices = self._sort()
         ids = self._ids
         out: BoolArray | None = None
-        for v in m.values:
-            run = slices.get(ids.get(v, -1))
+        for v in found:
+            run = slices.get(ids[v])
             if run is None:
                 continue
             if out is None:
@@ -112,6 +117,12 @@ class LiteralHits:
             else:
                 out[unique[self._at_start[lo:hi] & self._at_end[lo:hi]]] = True
         return out if out is not None and out.any() else None
+
+
+@lru_cache(maxsize=65536)
+def value_set(m: Match) -> frozenset[str]:
+    """A leaf's values as a set (cached: leaves are shared by rules and batches)."""
+    return frozenset(m.values)
 
 
 #: A literal found more often than this (and than there are distinct values) leaves the index.
@@ -149,16 +160,20 @@ class LiteralIndex:
         self._hot: dict[str, set[str]] = {}
         self._automata: dict[tuple[str, bool], _Automaton] = {}
         self._scanned: dict[str, int] = {}  # bytes scanned so far, per field
+        self._covers: dict[tuple[Match, str], bool] = {}  # whether a leaf's values are all literals here
 
     def covers(self, m: Match, key: str) -> bool:
         """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
-        if m.op not in LITERAL_OPS or m.cased:
-            return False
-        ids = self._ids.get(key)
-        if ids is None or not all(v in ids for v in m.values):
+        found = self._covers.get((m, key))
+        if found is None:
+            ids = self._ids.get(key)
+            found = self._covers[(m, key)] = (
+                m.op in LITERAL_OPS and not m.cased and ids is not None and all(v in ids for v in m.values)
+            )
+        if not found:
             return False
         hot = self._hot.get(key)
-        return not hot or hot.isdisjoint(m.values)
+        return not hot or hot.isdisjoint(value_set(m))
 
     def _automaton(self, field: str, dfa: bool) -> _Automaton:
         found = self._automata.get((field, dfa))

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import re2
 
-from watchkeeper.detect.sigma.literals import LITERAL_OPS, BoolArray
+from watchkeeper.detect.sigma.literals import LITERAL_OPS, BoolArray, value_set
 from watchkeeper.detect.sigma.nodes import Match, Op
 
 #: Up to this many distinct values, literal leaves are tested in Python.
@@ -66,18 +66,13 @@ def match_strings(values: list[str], m: Match) -> BoolArray:
     """A literal leaf over a few distinct strings in Python: an Arrow kernel call costs more."""
     n = len(values)
     if m.op is Op.EQ:
-        wanted = _value_set(m)
+        wanted = value_set(m)
         return np.fromiter((v in wanted for v in values), dtype=bool, count=n)
     if m.op is Op.STARTSWITH:
         return np.fromiter((v.startswith(m.values) for v in values), dtype=bool, count=n)
     if m.op is Op.ENDSWITH:
         return np.fromiter((v.endswith(m.values) for v in values), dtype=bool, count=n)
     return np.fromiter((any(w in v for w in m.values) for v in values), dtype=bool, count=n)
-
-
-@lru_cache(maxsize=65536)
-def _value_set(m: Match) -> frozenset[str]:
-    return frozenset(m.values)
 
 
 def match_values(values: pa.Array, m: Match) -> BoolArray:
