@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
 from watchkeeper.detect.sigma.literals import LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
 from watchkeeper.events import col
@@ -84,6 +85,7 @@ class _Step:
 class _Plan:
     steps: list[_Step]
     literals: LiteralIndex
+    cardinality: Cardinality = dataclass_field(default_factory=Cardinality)
 
 
 def serving_mappings(rule: CompiledRule, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
@@ -155,7 +157,7 @@ class SigmaEngine:
             return []
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
-        columns = BatchColumns(batch, plan.literals)
+        columns = BatchColumns(batch, plan.literals, plan.cardinality)
         whole = BatchMatcher(columns)
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
         for step in plan.steps:

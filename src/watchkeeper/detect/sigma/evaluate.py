@@ -30,23 +30,36 @@ class _Column:
 
     __slots__ = ("_strings", "codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
 
-    def __init__(self, array: pa.Array) -> None:
+    def __init__(self, array: pa.Array, distinct: bool = False) -> None:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        encoded = pc.dictionary_encode(array, null_encoding="mask")
-        self.uniques: pa.Array = encoded.dictionary
-        self.n_unique = n_unique = len(self.uniques)
-        indices = encoded.indices
-        codes = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
-        if indices.null_count:
-            valid = np.asarray(indices.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-            self.codes: np.ndarray = np.where(valid, codes, n_unique).astype(np.intp)
+        if distinct:
+            # Values known to be (nearly) all distinct: each is its own entry, without hashing.
+            valid = self._valid(array)
+            self.uniques: pa.Array = array.drop_null() if array.null_count else array
+            self.n_unique = n_unique = len(self.uniques)
+            if valid is None:
+                self.codes: np.ndarray = np.arange(n_unique, dtype=np.intp)
+            else:
+                self.codes = np.where(valid, np.cumsum(valid) - 1, n_unique).astype(np.intp)
         else:
-            self.codes = codes.astype(np.intp)
+            encoded = pc.dictionary_encode(array, null_encoding="mask")
+            self.uniques = encoded.dictionary
+            self.n_unique = n_unique = len(self.uniques)
+            indices = encoded.indices
+            codes = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
+            valid = self._valid(indices)
+            self.codes = codes.astype(np.intp) if valid is None else np.where(valid, codes, n_unique).astype(np.intp)
         self.lowered: pa.Array | None = None
         self.hits: dict[str, LiteralHits | None] = {}  # literal scans, by index key
         self.on_uniques: dict[Match, BoolArray | None] = {}  # leaf results over the distinct values
         self._strings: dict[bool, list[str]] = {}
+
+    @staticmethod
+    def _valid(array: pa.Array) -> BoolArray | None:
+        if not array.null_count:
+            return None
+        return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
     def lower(self) -> pa.Array:
         """The distinct values lower-cased (computed on first use)."""
@@ -62,12 +75,52 @@ class _Column:
         return found
 
 
+def _text_bytes(array: pa.Array) -> int:
+    """Bytes of string data in an array (its offsets and validity left out)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)) or not len(array):
+        return 0
+    kind = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=kind)
+    return int(offsets[array.offset + len(array)]) - int(offsets[array.offset])
+
+
+class Cardinality:
+    """Which columns were nearly all distinct in recent batches: hashing them finds no duplicates.
+
+    Rendered script blocks and module context (`ContextInfo`) differ in every event; their
+    dictionary encoding costs a hash of every byte for nothing. A column seen nearly all distinct
+    is taken as it is for the next batches, then measured again.
+    """
+
+    RATIO = 0.9
+    MIN_VALUES = 32  # fewer values say little
+    MIN_BYTES = 256  # per value: short values hash fast, and their duplicates are worth finding
+    BATCHES = 16  # how long an observation holds
+
+    def __init__(self) -> None:
+        self._left: dict[str, int] = {}  # column -> batches still taken as distinct
+
+    def distinct(self, name: str) -> bool:
+        """Whether to take column `name` of this batch as all distinct (counts the batch)."""
+        left = self._left.get(name, 0)
+        if left:
+            self._left[name] = left - 1
+        return left > 0
+
+    def observe(self, name: str, n_unique: int, n_values: int, n_bytes: int) -> None:
+        """Record how many distinct values a dictionary encoding of `n_values` values found."""
+        if n_values >= self.MIN_VALUES and n_unique >= self.RATIO * n_values and n_bytes >= self.MIN_BYTES * n_values:
+            self._left[name] = self.BATCHES
+
+
 class BatchColumns:
     """The columns of one batch, prepared once and shared by every logsource step over it."""
 
-    def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None) -> None:
+    def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None,
+                 cardinality: Cardinality | None = None) -> None:
         self.batch = batch
         self.literals = literals
+        self.cardinality = cardinality
         self.names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
@@ -121,7 +174,16 @@ class BatchColumns:
         """The prepared column called exactly `name` (which must exist)."""
         found = self._columns.get(name)
         if found is None:
-            found = self._columns[name] = _Column(self.batch.column(name))
+            array = self.batch.column(name)
+            memo = self.cardinality
+            if memo is None:
+                found = _Column(array)
+            elif memo.distinct(name):
+                found = _Column(array, distinct=True)
+            else:
+                found = _Column(array)
+                memo.observe(name, found.n_unique, len(array) - array.null_count, _text_bytes(array))
+            self._columns[name] = found
         return found
 
     def hits(self, column: _Column, index_key: str) -> LiteralHits | None:

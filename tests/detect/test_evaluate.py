@@ -1,0 +1,74 @@
+"""The evaluator's shortcuts give the rows its plain paths give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
+from watchkeeper.detect.sigma.literals import LiteralIndex
+from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource, Match, Op, with_facts
+from watchkeeper.detect.sigma.values import SMALL_DICTIONARY, match_few, match_values
+
+
+class _AllDistinct(Cardinality):
+    """Takes every column as all distinct, as a long script-block column would be."""
+
+    def distinct(self, name: str) -> bool:
+        return True
+
+
+_VALUE = st.one_of(st.none(), st.text(alphabet="abAB.\\ x", max_size=6))
+_LEAF = st.builds(
+    Match,
+    field=st.just("f"),
+    op=st.sampled_from([Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH]),
+    values=st.lists(st.text(alphabet="ab.\\x", min_size=1, max_size=3), min_size=1, max_size=4).map(tuple),
+)
+
+
+def _rule(leaf: Match) -> CompiledRule:
+    return with_facts(CompiledRule(id="r", title="r", level="low", status="", tags=(), logsource=LogSource(),
+                                   condition=leaf, path="r.yml"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(_VALUE, min_size=1, max_size=40), leaf=_LEAF)
+def test_literal_index_and_distinct_columns_agree_with_kernels(values: list[str | None], leaf: Match) -> None:
+    batch = pa.record_batch({"f": pa.array(values, pa.string())})
+    plain = BatchMatcher(BatchColumns(batch)).evaluate(leaf)
+    indexed = BatchMatcher(BatchColumns(batch, LiteralIndex([_rule(leaf)]))).evaluate(leaf)
+    distinct = BatchMatcher(BatchColumns(batch, LiteralIndex([_rule(leaf)]), _AllDistinct())).evaluate(leaf)
+    expected = [v is not None and _holds(v.lower(), leaf) for v in values]
+    assert plain.tolist() == indexed.tolist() == distinct.tolist() == expected
+
+
+def _holds(value: str, m: Match) -> bool:
+    tests = {Op.EQ: str.__eq__, Op.CONTAINS: str.__contains__, Op.STARTSWITH: str.startswith,
+             Op.ENDSWITH: str.endswith}
+    return any(tests[m.op](value, v) for v in m.values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.text(alphabet="aA1.\\ \n", max_size=6), min_size=1, max_size=SMALL_DICTIONARY // 2),
+    pattern=st.sampled_from([r"^a", r"\d$", r"a.*1", r"(?i)A\.", r"\\ ", r"^$", r"a$", r"(?s)a.1"]),
+    op=st.sampled_from([Op.REGEX, Op.GLOB]),
+)
+def test_few_values_match_as_the_kernel_does(values: list[str], pattern: str, op: Op) -> None:
+    m = Match("f", op, (pattern,), cased=True)
+    few = match_few(values, m)
+    assert few is not None
+    assert few.tolist() == match_values(pa.array(values, pa.string()), m).tolist()
+
+
+def test_a_column_of_nulls_and_repeats_taken_as_distinct() -> None:
+    batch = pa.record_batch({"f": pa.array([None, "x", "x", None, "y"])})
+    columns = BatchColumns(batch, None, _AllDistinct())
+    column = columns.get("f")
+    assert column.n_unique == 3
+    assert column.codes.tolist() == [3, 0, 1, 3, 2]
+    leaf = Match("f", Op.EQ, ("x",))
+    assert np.flatnonzero(BatchMatcher(columns).evaluate(leaf)).tolist() == [1, 2]
