@@ -86,3 +86,10 @@ def test_agrees_with_re2(columns: list[list[str | None]], values: list[str]) -> 
     batch = pa.record_batch({f"c{i}": pa.array(c, pa.string()) for i, c in enumerate(columns)})
     wanted = tuple(values)
     assert rows(batch, wanted) == np.flatnonzero(reference(batch, wanted)).tolist()
+
+
+def test_a_long_keyword_list_is_searched_in_parts() -> None:
+    values = tuple(f"word{i:03d}" for i in range(150))
+    batch = pa.record_batch({"a": ["x WORD000 y", "word149", "word150", "Word077"], "b": [None, None, "word1", "z"]})
+    assert rows(batch, values) == [0, 1, 3]
+    assert rows(batch, values) == np.flatnonzero(reference(batch, values)).tolist()

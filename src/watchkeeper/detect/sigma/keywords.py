@@ -37,11 +37,21 @@ def scannable(values: Iterable[str]) -> bool:
     return bool(values) and all(v and v.isascii() and "\0" not in v for v in values)
 
 
+#: The automaton's vectorised prefilter (Teddy) takes at most 64 patterns; a longer list is
+#: searched as several shorter ones, each scan about four times faster than one without it.
+PREFILTER_PATTERNS = 64
+
+
 @lru_cache(maxsize=256)
-def _automaton(values: tuple[str, ...]) -> ahocorasick_rs.BytesAhoCorasick:
-    """The leftmost-first automaton for lower-cased `values`."""
+def _automata(values: tuple[str, ...]) -> tuple[ahocorasick_rs.BytesAhoCorasick, ...]:
+    """Leftmost-first automata that together find lower-cased `values`."""
     patterns = sorted({v.lower().encode() for v in values})
-    return ahocorasick_rs.BytesAhoCorasick(patterns, matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
+    parts = -(-len(patterns) // PREFILTER_PATTERNS)
+    size = -(-len(patterns) // parts)
+    return tuple(
+        ahocorasick_rs.BytesAhoCorasick(patterns[i : i + size], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_FIRST)
+        for i in range(0, len(patterns), size)
+    )
 
 
 _SCRATCH = threading.local()
@@ -121,10 +131,9 @@ class BatchText:
         out = np.zeros(self.n, dtype=bool)
         if self._data is None:
             return out
-        automaton = _automaton(values)
-        regions = [(0, len(self._data))]
+        regions = [(automaton, 0, len(self._data)) for automaton in _automata(values)]
         while regions:
-            lo, hi = regions.pop()
+            automaton, lo, hi = regions.pop()
             found = automaton.find_matches_as_indexes(self._data[lo:hi])
             if not found:
                 continue
@@ -138,7 +147,7 @@ class BatchText:
                 spans = ends[mine] > bounds[rows + 1]
                 for start, end in zip(starts[mine][spans].tolist(), ends[mine][spans].tolist(), strict=True):
                     # It crosses into the next value: rescan what it covered, one byte further on.
-                    regions.append((start + 1, self._value_end(end - 1)))
+                    regions.append((automaton, start + 1, self._value_end(end - 1)))
                 hit = rows[~spans]
                 out[hit[self._valid(column)[hit]]] = True
         letters = set("".join(values).lower())
