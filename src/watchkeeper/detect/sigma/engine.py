@@ -51,10 +51,10 @@ class _Prefilter:
         """Indices of the rules that may match, in rule order."""
         chosen = set(self.always)
         for field, by_literal in self.fields.items():
-            found = matcher.column(field)
-            if found is None:
+            column = matcher.prepared(field)
+            if column is None:
                 continue
-            hits = matcher.columns.hits(found[0], field)
+            hits = matcher.columns.hits(column, field)
             if hits is None:
                 for rules in by_literal.values():
                     chosen.update(rules)
@@ -166,14 +166,14 @@ class SigmaEngine:
                 matcher = BatchMatcher(columns, step.mapping.renames)
             else:
                 mask = whole.evaluate(step.selector)
-                if not mask.any():
+                if mask is whole.false or not mask.any():
                     continue
                 rows = np.flatnonzero(mask)
                 matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
             for i in step.prefilter.candidates(matcher):
                 rule = step.rules[i]
                 res = matcher.evaluate(rule.condition)
-                if res.any():
+                if res is not matcher.false and res.any():
                     hit_rows = np.flatnonzero(res)
                     if rows is not None:
                         hit_rows = rows[hit_rows]

@@ -227,17 +227,19 @@ class BatchMatcher:
         self._rows = rows
         self.n = self.columns.batch.num_rows if rows is None else len(rows)
         self._renames = {k.lower(): v for k, v in (renames or {}).items()}
+        self._prepared: dict[str, _Column | None] = {}
         self._codes: dict[str, tuple[_Column, np.ndarray] | None] = {}
         self._leaves: dict[Match, BoolArray] = {}
         self._text: pa.Array | None = None
-        self._false = np.zeros(self.n, dtype=bool)
-        self._true = np.ones(self.n, dtype=bool)
+        # Shared all-False / all-True results, which callers may recognise by identity.
+        self.false = np.zeros(self.n, dtype=bool)
+        self.true = np.ones(self.n, dtype=bool)
 
-    def column(self, field: str) -> tuple[_Column, np.ndarray] | None:
-        """The column a rule's field name refers to and its codes for these rows, or None if absent."""
+    def prepared(self, field: str) -> _Column | None:
+        """The prepared column a rule's field name refers to (after renames), or None if absent."""
         key = field.lower()
-        if key in self._codes:
-            return self._codes[key]
+        if key in self._prepared:
+            return self._prepared[key]
         cols = self.columns
         name = None
         renamed = self._renames.get(key)
@@ -245,9 +247,17 @@ class BatchMatcher:
             name = cols.reserved.get(renamed) or cols.names.get(renamed.lower())
         if name is None:
             name = cols.reserved.get(field) or cols.names.get(key)
+        found = self._prepared[key] = cols.get(name) if name is not None else None
+        return found
+
+    def column(self, field: str) -> tuple[_Column, np.ndarray] | None:
+        """The column a rule's field name refers to and its codes for these rows, or None if absent."""
+        key = field.lower()
+        if key in self._codes:
+            return self._codes[key]
+        column = self.prepared(field)
         found = None
-        if name is not None:
-            column = cols.get(name)
+        if column is not None:
             found = (column, column.codes if self._rows is None else column.codes[self._rows])
         self._codes[key] = found
         return found
@@ -269,31 +279,31 @@ class BatchMatcher:
                     if isinstance(child, Match) is not leaves_pass:
                         continue
                     res = self.evaluate(child)
-                    if res is self._false:
-                        return self._false
-                    if res is self._true:
+                    if res is self.false:
+                        return self.false
+                    if res is self.true:
                         continue
                     acc = res if acc is None else acc & res
                     if not acc.any():
-                        return self._false
-            return acc if acc is not None else self._true
+                        return self.false
+            return acc if acc is not None else self.true
         if isinstance(node, Or):
             acc = None
             for child in node.children:
                 res = self.evaluate(child)
-                if res is self._false:
+                if res is self.false:
                     continue
-                if res is self._true:
-                    return self._true
+                if res is self.true:
+                    return self.true
                 acc = res if acc is None else acc | res
-            return acc if acc is not None else self._false
+            return acc if acc is not None else self.false
         if isinstance(node, Not):
             res = self.evaluate(node.child)
-            if res is self._false:
-                return self._true
-            return self._false if res is self._true else ~res
+            if res is self.false:
+                return self.true
+            return self.false if res is self.true else ~res
         if isinstance(node, Const):
-            return self._true if node.value else self._false
+            return self.true if node.value else self.false
         raise TypeError(f"unknown node {node!r}")
 
     def _leaf(self, m: Match) -> BoolArray:
@@ -301,9 +311,9 @@ class BatchMatcher:
             return self._keyword(m)
         found = self.column(m.field)
         if m.op is Op.NULL:
-            return self._true if found is None else found[1] == found[0].n_unique
+            return self.true if found is None else found[1] == found[0].n_unique
         if found is None:
-            return self._false
+            return self.false
         column, codes = found
         if m.op is Op.EXISTS:
             present = codes != column.n_unique
@@ -311,16 +321,16 @@ class BatchMatcher:
         if m.op is Op.FIELDREF:
             return self._fieldref(column, codes, m.values[0])
         on_uniques = self.columns.leaf(column, m, m.field.lower())
-        return self._false if on_uniques is None else on_uniques[codes]
+        return self.false if on_uniques is None else on_uniques[codes]
 
     def _fieldref(self, column: _Column, codes: np.ndarray, other_field: str) -> BoolArray:
         other = self.column(other_field)
         if other is None:
-            return self._false
+            return self.false
         o_column, o_codes = other
         present = (codes != column.n_unique) & (o_codes != o_column.n_unique)
         if not present.any():
-            return self._false
+            return self.false
         left = pc.take(column.lower(), pa.array(np.where(present, codes, 0)))
         right = pc.take(o_column.lower(), pa.array(np.where(present, o_codes, 0)))
         return np.asarray(pc.equal(left, right).to_numpy(zero_copy_only=False), dtype=bool) & present
@@ -336,10 +346,10 @@ class BatchMatcher:
         if kw.op is Op.CONTAINS and not kw.cased and not any("\0" in v for v in kw.values):
             text = self._row_text()
             if text is None:
-                return self._false
+                return self.false
             res = pc.match_substring_regex(text, pattern=keyword_pattern(kw), ignore_case=True)
             return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-        acc = self._false
+        acc = self.false
         for name in self.columns.names.values():
             valid = self.columns.valid(name)
             if not (valid.any() if self._rows is None else valid[self._rows].any()):
