@@ -9,7 +9,17 @@ from hypothesis import strategies as st
 
 from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
 from watchkeeper.detect.sigma.literals import LiteralIndex
-from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource, Match, Op, with_facts
+from watchkeeper.detect.sigma.nodes import (
+    And,
+    CompiledRule,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Or,
+    necessary_clauses,
+    with_facts,
+)
 from watchkeeper.detect.sigma.values import SMALL_DICTIONARY, match_few, match_values
 
 
@@ -72,3 +82,16 @@ def test_a_column_of_nulls_and_repeats_taken_as_distinct() -> None:
     assert column.codes.tolist() == [3, 0, 1, 3, 2]
     leaf = Match("f", Op.EQ, ("x",))
     assert np.flatnonzero(BatchMatcher(columns).evaluate(leaf)).tolist() == [1, 2]
+
+
+def test_requirements_of_a_condition() -> None:
+    image = Match("Image", Op.ENDSWITH, ("\\cmd.exe",))
+    command = Match("CommandLine", Op.CONTAINS, ("whoami", "net user"))
+    short = Match("CommandLine", Op.CONTAINS, ("/c",))  # too short to index
+    other = Match("ParentImage", Op.ENDSWITH, ("\\winword.exe",))
+    condition = And((image, Or((command, other)), short, Not(Match("User", Op.EQ, ("system",)))))
+    assert necessary_clauses(condition, 3) == (
+        (("image", frozenset({"\\cmd.exe"})),),
+        (("commandline", frozenset({"whoami", "net user"})), ("parentimage", frozenset({"\\winword.exe"}))),
+    )
+    assert necessary_clauses(Or((image, short)), 3) == ()

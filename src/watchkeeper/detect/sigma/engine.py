@@ -30,31 +30,37 @@ class Hit:
     rows: np.ndarray
 
 
+Clause = tuple[tuple[str, frozenset[str]], ...]
+
+
 class _Prefilter:
     """Which of a step's rules may match a batch, from the literal scans of the fields they need.
 
     A rule's `needs` are (field, literals) of which one must occur for it to match. Rather than
     asking that of every rule (thousands per batch), the literals found in each needed field are
     looked up in an inverted index: the rules a batch can match come out in one pass per field.
+    Those are then held to the rest of their requirements (`clauses`), which rules out about
+    half of them before any evaluation.
     """
 
-    def __init__(self, needs: Sequence[tuple[tuple[str, frozenset[str]], ...] | None]) -> None:
-        self.always = [i for i, n in enumerate(needs) if n is None]
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.always = [i for i, r in enumerate(rules) if r.needs is None]
         self.fields: dict[str, dict[str, list[int]]] = {}  # field -> literal -> rules needing it
-        for i, n in enumerate(needs):
-            for field, literals in n or ():
-                by_literal = self.fields.setdefault(field, {})
+        for i, rule in enumerate(rules):
+            for name, literals in rule.needs or ():
+                by_literal = self.fields.setdefault(name, {})
                 for literal in literals:
                     by_literal.setdefault(literal, []).append(i)
+        self.clauses = [r.clauses if len(r.clauses) > 1 else () for r in rules]
 
     def candidates(self, matcher: BatchMatcher) -> list[int]:
         """Indices of the rules that may match, in rule order."""
         chosen = set(self.always)
-        for field, by_literal in self.fields.items():
-            column = matcher.prepared(field)
+        for name, by_literal in self.fields.items():
+            column = matcher.prepared(name)
             if column is None:
                 continue
-            hits = matcher.columns.hits(column, field)
+            hits = matcher.columns.hits(column, name)
             if hits is None:
                 for rules in by_literal.values():
                     chosen.update(rules)
@@ -70,7 +76,22 @@ class _Prefilter:
                     for literal, needing in by_literal.items():
                         if literal in literals:
                             chosen.update(needing)
-        return sorted(chosen)
+        return [i for i in sorted(chosen) if _meets(self.clauses[i], matcher)]
+
+
+def _meets(clauses: Sequence[Clause], matcher: BatchMatcher) -> bool:
+    """Whether each requirement has one of its literals in its field (or cannot be told)."""
+    for clause in clauses:
+        for name, literals in clause:
+            column = matcher.prepared(name)
+            if column is None:
+                continue
+            hits = matcher.columns.hits(column, name)
+            if hits is None or not literals.isdisjoint(hits.present) or not literals.isdisjoint(hits.unindexed):
+                break
+        else:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -144,7 +165,7 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     rules = tuple(by_mapping[id(m)])
-                    steps.append(_Step(m, _selector(m), rules, _Prefilter([r.needs for r in rules])))
+                    steps.append(_Step(m, _selector(m), rules, _Prefilter(rules)))
         unique = {(r.id, r.path): r for s in steps for r in s.rules}.values()
         plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique))
         if src is not None:
