@@ -32,19 +32,21 @@ class LiteralHits:
     and most scans are never asked more, so occurrences are sorted out per literal on first use.
     """
 
-    __slots__ = ("_at_end", "_at_start", "_ids", "_offsets", "_pattern_ids", "_patterns", "_present", "_raw",
-                 "_slices", "_unique", "indexed", "n_unique", "unindexed")
+    __slots__ = ("_at_end", "_at_start", "_ids", "_names", "_offsets", "_pattern_ids", "_patterns", "_present",
+                 "_raw", "_slices", "_unique", "indexed", "n_unique", "unindexed")
 
     def __init__(self, ids: Mapping[str, int], patterns: list[str], n_unique: int, indexed: frozenset[str],
                  unindexed: frozenset[str], raw: list[tuple[int, int, int]] | None = None,
-                 pattern_ids: list[int] | None = None, offsets: np.ndarray | None = None) -> None:
+                 automaton: _Automaton | None = None, offsets: np.ndarray | None = None) -> None:
         self._ids = ids
         self._patterns = patterns
         self.n_unique = n_unique
         self.indexed = indexed  # the literals this scan looked for
         self.unindexed = unindexed  # the others: found too often to be worth indexing
         self._raw = raw or []  # (automaton pattern, start, end) in the values' bytes
-        self._pattern_ids = pattern_ids or []  # automaton pattern -> index in `patterns`
+        # Automaton pattern -> index in `patterns`, and -> literal.
+        self._pattern_ids = automaton[1] if automaton is not None else _NO_IDS
+        self._names = automaton[2] if automaton is not None else []
         self._offsets = offsets  # value offsets, rebased to the scanned bytes
         self._present: frozenset[str] | None = None
         self._slices: dict[int, tuple[int, int]] | None = None
@@ -53,8 +55,8 @@ class LiteralHits:
     def present(self) -> frozenset[str]:
         """The literals found (one spanning two values included: the prefilter may over-select)."""
         if self._present is None:
-            ids, patterns = self._pattern_ids, self._patterns
-            self._present = frozenset(patterns[ids[p]] for p in {p for p, _, _ in self._raw})
+            names = self._names
+            self._present = frozenset(names[p] for p in {p for p, _, _ in self._raw})
         return self._present
 
     def _sort(self) -> dict[int, tuple[int, int]]:
@@ -67,7 +69,7 @@ class LiteralHits:
         raw = self._raw
         # Flattened first: numpy converts a list of tuples about twenty times slower.
         hits = np.fromiter(chain.from_iterable(raw), dtype=np.int64, count=3 * len(raw)).reshape(-1, 3)
-        pids = np.asarray(self._pattern_ids, dtype=np.int64)[hits[:, 0]]
+        pids = self._pattern_ids[hits[:, 0]]
         rel = self._offsets
         unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
         ends = rel[unique + 1]
@@ -135,8 +137,10 @@ DFA_BYTES_PER_LITERAL = 4096
 DFA_MAX_LITERALS = 4096
 
 
-#: An automaton, the pattern id of each of its patterns, the literals it indexes and those it leaves out.
-_Automaton: TypeAlias = tuple[ahocorasick_rs.BytesAhoCorasick, list[int], frozenset[str], frozenset[str]]
+#: An automaton, the literal id and the literal of each of its patterns, the literals it indexes and
+#: those it leaves out.
+_Automaton: TypeAlias = tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, list[str], frozenset[str], frozenset[str]]
+_NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 class LiteralIndex:
@@ -184,7 +188,7 @@ class LiteralIndex:
             kind = ahocorasick_rs.Implementation.DFA if dfa else None
             automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
             found = self._automata[(field, dfa)] = (
-                automaton, [ids[p] for p in active], frozenset(active), hot
+                automaton, np.array([ids[p] for p in active], dtype=np.int64), active, frozenset(active), hot
             )
         return found
 
@@ -196,7 +200,8 @@ class LiteralIndex:
         n = len(lowered)
         scanned = self._scanned[field] = self._scanned.get(field, 0) + lowered.nbytes
         dfa = scanned >= DFA_BYTES_PER_LITERAL * len(patterns) and len(patterns) <= DFA_MAX_LITERALS
-        ac, active_ids, indexed, unindexed = self._automaton(field, dfa)
+        automaton = self._automaton(field, dfa)
+        ac, active_ids, _, indexed, unindexed = automaton
         ids = self._ids[field]
         buffers = lowered.buffers()
         if n == 0 or not indexed or buffers[2] is None:
@@ -205,12 +210,12 @@ class LiteralIndex:
         base, end = int(offsets[0]), int(offsets[-1])
         found = ac.find_matches_as_indexes(memoryview(buffers[2]).cast("B")[base:end], overlapping=True)
         if len(found) > max(n, HOT_OCCURRENCES):
-            counts = np.bincount(np.asarray(active_ids, dtype=np.int64)[[p for p, _, _ in found]])
+            counts = np.bincount(active_ids[[p for p, _, _ in found]])
             common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
             if len(common):
                 self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
                 # Rebuilt without them for the next batch.
                 self._automata.pop((field, False), None)
                 self._automata.pop((field, True), None)
-        return LiteralHits(ids, patterns, n, indexed, unindexed, found, active_ids,
+        return LiteralHits(ids, patterns, n, indexed, unindexed, found, automaton,
                            offsets.astype(np.int64) - base if found else None)
