@@ -5,8 +5,8 @@ Run: `python bench/detect.py [--zips N | --every K] [--repeat R] [--top T] [--sa
 The OTRF Windows zips are parsed once and coalesced exactly as `hunt` feeds the engine; then
 `SigmaEngine.detect` is timed alone (CPU time, min of `--repeat` runs after one warm-up run that
 builds plans and automata). A last, instrumented run attributes time to each rule's evaluation
-(including the leaves it is first to compute), to the logsource selectors, and to the rest (column
-preparation, literal scans run by prefilters). `hits` and `digest` summarise the result so a change
+(including the leaves it is first to compute) and to the rest (column preparation, logsource
+routing, literal scans run by prefilters). `hits` and `digest` summarise the result so a change
 can be checked for identical output at a glance.
 """
 
@@ -97,7 +97,7 @@ def _profile(engine: SigmaEngine, batches: list[pa.RecordBatch]) -> tuple[float,
         try:
             return original(self, node)
         finally:
-            spent[names.get(id(node), "(logsource selectors)")] += time.process_time() - started
+            spent[names.get(id(node), "(other evaluations)")] += time.process_time() - started
             depth[0] -= 1
 
     evaluate.BatchMatcher.evaluate = timed  # type: ignore[method-assign]
@@ -136,7 +136,7 @@ def main() -> None:
 
     if args.top:
         total, spent = _profile(engine, batches)
-        print(f"\nprofiled run {total:.2f} s cpu; rest (columns, scans, prefilters): "
+        print(f"\nprofiled run {total:.2f} s cpu; rest (columns, routing, scans, prefilters): "
               f"{(total - sum(spent.values())) / events * 1e6:.2f} µs/event")
         print(f"{'µs/event':>9} {'share':>6}  rule")
         for name, seconds in spent.most_common(args.top):

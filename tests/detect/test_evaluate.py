@@ -20,6 +20,7 @@ from watchkeeper.detect.sigma.nodes import (
     necessary_clauses,
     with_facts,
 )
+from watchkeeper.detect.sigma.routing import Routes
 from watchkeeper.detect.sigma.values import SMALL_DICTIONARY, match_few, match_values
 
 
@@ -95,3 +96,33 @@ def test_requirements_of_a_condition() -> None:
         (("commandline", frozenset({"whoami", "net user"})), ("parentimage", frozenset({"\\winword.exe"}))),
     )
     assert necessary_clauses(Or((image, short)), 3) == ()
+
+
+_CHANNEL = st.one_of(st.none(), st.sampled_from(["Security", "SECURITY", "System", "Microsoft-Windows-Sysmon/Operational"]))
+_EVENT_ID = st.one_of(st.none(), st.sampled_from(["1", "3", "4688", "10"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_CHANNEL, _EVENT_ID), min_size=1, max_size=30),
+    channels=st.frozensets(st.sampled_from(["security", "system", "microsoft-windows-sysmon/operational"])),
+    event_ids=st.one_of(st.none(), st.frozensets(st.sampled_from(["1", "3", "4688"]), min_size=1)),
+    with_ids=st.booleans(),
+)
+def test_routes_select_the_rows_a_row_by_row_test_selects(
+    rows: list[tuple[str | None, str | None]], channels: frozenset[str], event_ids: frozenset[str] | None,
+    with_ids: bool,
+) -> None:
+    data = {"Channel": pa.array([c for c, _ in rows], pa.string())}
+    if with_ids:
+        data["EventID"] = pa.array([e for _, e in rows], pa.string())
+    batch = pa.record_batch(data)
+    conditions = (("Channel", channels),) + ((("EventID", event_ids),) if event_ids is not None else ())
+    routes = Routes(BatchMatcher(BatchColumns(batch)), sorted({name for name, _ in conditions} | {"Channel"}))
+    expected = [
+        i for i, (c, e) in enumerate(rows)
+        if c is not None and c.lower() in channels
+        and (event_ids is None or (with_ids and e is not None and e in event_ids))
+    ]
+    found = routes.rows(conditions)
+    assert (found.tolist() if found is not None else []) == expected

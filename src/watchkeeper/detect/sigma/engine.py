@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
 from watchkeeper.detect.sigma.literals import LiteralIndex
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
+from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
+from watchkeeper.detect.sigma.routing import Conditions, Routes
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -97,7 +98,7 @@ def _meets(clauses: Sequence[Clause], matcher: BatchMatcher) -> bool:
 @dataclass(frozen=True)
 class _Step:
     mapping: LogSourceMapping
-    selector: Node | None  # None: every row of the batch
+    conditions: Conditions  # (): every row of the batch
     rules: tuple[CompiledRule, ...]
     prefilter: _Prefilter
 
@@ -107,6 +108,8 @@ class _Plan:
     steps: list[_Step]
     literals: LiteralIndex
     cardinality: Cardinality = dataclass_field(default_factory=Cardinality)
+    #: The columns the steps' conditions test.
+    routed: tuple[str, ...] = ()
 
 
 def serving_mappings(rule: CompiledRule, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
@@ -165,9 +168,10 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     rules = tuple(by_mapping[id(m)])
-                    steps.append(_Step(m, _selector(m), rules, _Prefilter(rules)))
+                    steps.append(_Step(m, _conditions(m), rules, _Prefilter(rules)))
         unique = {(r.id, r.path): r for s in steps for r in s.rules}.values()
-        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique))
+        routed = tuple(sorted({name for s in steps for name, _ in s.conditions}))
+        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique), routed=routed)
         if src is not None:
             self._plans[f"\0{id(src.logsources)}"] = plan
         return plan
@@ -179,18 +183,17 @@ class SigmaEngine:
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
         columns = BatchColumns(batch, plan.literals, plan.cardinality)
-        whole = BatchMatcher(columns)
+        routes = Routes(BatchMatcher(columns), plan.routed) if plan.routed else None
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
         for step in plan.steps:
-            if step.selector is None:
-                rows = None
-                matcher = BatchMatcher(columns, step.mapping.renames)
-            else:
-                mask = whole.evaluate(step.selector)
-                if mask is whole.false or not mask.any():
+            rows = None
+            if step.conditions and routes is not None:
+                rows = routes.rows(step.conditions)
+                if rows is None:
                     continue
-                rows = np.flatnonzero(mask)
-                matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
+                if len(rows) == batch.num_rows:
+                    rows = None
+            matcher = BatchMatcher(columns, step.mapping.renames, rows)
             for i in step.prefilter.candidates(matcher):
                 rule = step.rules[i]
                 res = matcher.evaluate(rule.condition)
@@ -206,11 +209,5 @@ class SigmaEngine:
         return hits
 
 
-def _selector(m: LogSourceMapping) -> Node | None:
-    if not m.conditions:
-        return None
-    leaves = tuple(
-        Match(column, Op.EQ, tuple(sorted({v.lower() for v in values})))
-        for column, values in sorted(m.conditions.items())
-    )
-    return leaves[0] if len(leaves) == 1 else And(leaves)
+def _conditions(m: LogSourceMapping) -> Conditions:
+    return tuple((column, frozenset(v.lower() for v in values)) for column, values in sorted(m.conditions.items()))
