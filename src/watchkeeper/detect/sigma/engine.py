@@ -19,6 +19,7 @@ from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardin
 from watchkeeper.detect.sigma.literals import LiteralIndex
 from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
 from watchkeeper.detect.sigma.routing import Conditions, Routes
+from watchkeeper.detect.sigma.values import RegexMemo
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -108,6 +109,7 @@ class _Plan:
     steps: list[_Step]
     literals: LiteralIndex
     cardinality: Cardinality = dataclass_field(default_factory=Cardinality)
+    regexes: RegexMemo = dataclass_field(default_factory=RegexMemo)
     #: The columns the steps' conditions test.
     routed: tuple[str, ...] = ()
 
@@ -182,7 +184,7 @@ class SigmaEngine:
             return []
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
-        columns = BatchColumns(batch, plan.literals, plan.cardinality)
+        columns = BatchColumns(batch, plan.literals, plan.cardinality, plan.regexes)
         routes = Routes(BatchMatcher(columns), plan.routed) if plan.routed else None
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
         for step in plan.steps:

@@ -18,7 +18,14 @@ import pyarrow.compute as pc
 from watchkeeper.detect.sigma.keywords import BatchText, scannable
 from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
-from watchkeeper.detect.sigma.values import SMALL_DICTIONARY, keyword_pattern, lower, match_few, match_values
+from watchkeeper.detect.sigma.values import (
+    SMALL_DICTIONARY,
+    RegexMemo,
+    keyword_pattern,
+    lower,
+    match_few,
+    match_values,
+)
 from watchkeeper.events import RESERVED_COLUMNS
 
 
@@ -117,10 +124,11 @@ class BatchColumns:
     """The columns of one batch, prepared once and shared by every logsource step over it."""
 
     def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None,
-                 cardinality: Cardinality | None = None) -> None:
+                 cardinality: Cardinality | None = None, regexes: RegexMemo | None = None) -> None:
         self.batch = batch
         self.literals = literals
         self.cardinality = cardinality
+        self.regexes = regexes
         self.names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
@@ -207,7 +215,7 @@ class BatchColumns:
                 column.on_uniques[m] = found = hits.evaluate(m)
                 return found
         # Otherwise a few distinct values are tested in Python, many by an Arrow kernel.
-        result = match_few(column.strings(m.cased), m) if column.n_unique <= SMALL_DICTIONARY else None
+        result = match_few(column.strings(m.cased), m, self.regexes) if column.n_unique <= SMALL_DICTIONARY else None
         if result is None:
             result = match_values(column.uniques if m.cased else column.lower(), m)
         found = column.on_uniques[m] = np.append(result, False) if result.any() else None
