@@ -2,8 +2,9 @@
 
 Each source declares which Sigma logsources its events answer (`Source.logsources`). For a batch
 of a source the engine selects, per logsource mapping, the rows the mapping's conditions admit
-(Sysmon EventID 1, Security 4688 …) and runs only the rules that mapping serves, so a rule never
-sees an event it could not match.
+(Sysmon EventID 1, Security 4688 …; `routing`) and runs only the rules that mapping serves, so a
+rule never sees an event it could not match; of those, only the rules whose literal requirements
+the batch's literal scans meet are evaluated.
 """
 
 from __future__ import annotations

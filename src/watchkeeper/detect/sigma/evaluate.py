@@ -2,9 +2,11 @@
 
 Work per batch is shared across rules: each column is dictionary-encoded and lower-cased once,
 each distinct leaf (field, operator, values) is computed once on the column's *distinct* values
-and spread to rows with one numpy gather, and AND/OR/NOT are numpy boolean operations. String
-tests run in Arrow's C++ kernels (RE2 for regular expressions); a pattern RE2 cannot run
-(lookaround, backreferences) falls back to Python's `re` over the distinct values only.
+and spread to rows with one numpy gather, and AND/OR/NOT are numpy boolean operations. Literal
+leaves are read off one Aho–Corasick scan per column (`literals`), the tests of a few distinct
+values run in Python and of many in Arrow's kernels (`values`), and keywords search the batch's
+whole text at once (`keywords`). A leaf false on every distinct value is the shared all-False
+mask, which AND, OR and NOT recognise by identity.
 """
 
 from __future__ import annotations
@@ -344,9 +346,10 @@ class BatchMatcher:
         return np.asarray(pc.equal(left, right).to_numpy(zero_copy_only=False), dtype=bool) & present
 
     def _keyword(self, m: Match) -> BoolArray:
-        # A keyword matches when any field contains it (full-text semantics). Contains-keywords
-        # are searched once in the row's fields joined by NUL, which no keyword holds, so a
-        # match never spans two fields; one RE2 pass per keyword list, case-insensitive.
+        # A keyword matches when any field contains it (full-text semantics). ASCII lists are one
+        # automaton scan of the batch's text (`keywords`); other contains-keywords one RE2 pass,
+        # case-insensitive, over the row's fields joined by NUL, which no keyword holds, so a
+        # match never spans two fields; other operators test field by field.
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
         if kw.op is Op.CONTAINS and not kw.cased and scannable(kw.values):
             found = self.columns.text_rows(kw.values)
