@@ -126,3 +126,11 @@ def test_routes_select_the_rows_a_row_by_row_test_selects(
     ]
     found = routes.rows(conditions)
     assert (found.tolist() if found is not None else []) == expected
+
+
+def test_large_string_columns() -> None:
+    leaf = Match("f", Op.CONTAINS, ("cmd.exe",))
+    batch = pa.record_batch({"f": pa.array(["C:\\Windows\\cmd.exe", None, "x", "cmd.ex"], pa.large_string())})
+    for memo in (None, _AllDistinct()):
+        columns = BatchColumns(batch, LiteralIndex([_rule(leaf)]), memo)
+        assert np.flatnonzero(BatchMatcher(columns).evaluate(leaf)).tolist() == [0]

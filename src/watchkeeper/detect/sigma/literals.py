@@ -206,7 +206,8 @@ class LiteralIndex:
         buffers = lowered.buffers()
         if n == 0 or not indexed or buffers[2] is None:
             return LiteralHits(ids, patterns, n, indexed, unindexed)
-        offsets = np.frombuffer(buffers[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
+        kind = np.int64 if pa.types.is_large_string(lowered.type) else np.int32
+        offsets = np.frombuffer(buffers[1], dtype=kind)[lowered.offset : lowered.offset + n + 1]
         base, end = int(offsets[0]), int(offsets[-1])
         found = ac.find_matches_as_indexes(memoryview(buffers[2]).cast("B")[base:end], overlapping=True)
         if len(found) > max(n, HOT_OCCURRENCES):
