@@ -2,20 +2,25 @@
 
 Each source declares which Sigma logsources its events answer (`Source.logsources`). For a batch
 of a source the engine selects, per logsource mapping, the rows the mapping's conditions admit
-(Sysmon EventID 1, Security 4688 …) and runs only the rules that mapping serves, so a rule never
-sees an event it could not match.
+(Sysmon EventID 1, Security 4688 …; `routing`) and runs only the rules that mapping serves, so a
+rule never sees an event it could not match; of those, only the rules whose literal requirements
+the batch's literal scans meet are evaluated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, LiteralIndex
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Match, Node, Op
+from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
+from watchkeeper.detect.sigma.literals import LiteralIndex
+from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
+from watchkeeper.detect.sigma.routing import Conditions, Routes
+from watchkeeper.detect.sigma.values import RegexMemo
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 
@@ -28,19 +33,86 @@ class Hit:
     rows: np.ndarray
 
 
+Clause = tuple[tuple[str, frozenset[str]], ...]
+
+
+class _Prefilter:
+    """Which of a step's rules may match a batch, from the literal scans of the fields they need.
+
+    A rule's `needs` are (field, literals) of which one must occur for it to match. Rather than
+    asking that of every rule (thousands per batch), the literals found in each needed field are
+    looked up in an inverted index: the rules a batch can match come out in one pass per field.
+    Those are then held to the rest of their requirements (`clauses`), which rules out about
+    half of them before any evaluation.
+    """
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.always = [i for i, r in enumerate(rules) if r.needs is None]
+        self.fields: dict[str, dict[str, list[int]]] = {}  # field -> literal -> rules needing it
+        for i, rule in enumerate(rules):
+            for name, literals in rule.needs or ():
+                by_literal = self.fields.setdefault(name, {})
+                for literal in literals:
+                    by_literal.setdefault(literal, []).append(i)
+        self.clauses = [r.clauses if len(r.clauses) > 1 else () for r in rules]
+
+    def candidates(self, matcher: BatchMatcher) -> list[int]:
+        """Indices of the rules that may match, in rule order."""
+        chosen = set(self.always)
+        for name, by_literal in self.fields.items():
+            column = matcher.prepared(name)
+            if column is None:
+                continue
+            hits = matcher.columns.hits(column, name)
+            if hits is None:
+                for rules in by_literal.values():
+                    chosen.update(rules)
+                continue
+            # A literal left out of the index (found too often) may occur: its rules stay in.
+            for literals in (hits.present, hits.unindexed):
+                if len(literals) < len(by_literal):
+                    for literal in literals:
+                        needing = by_literal.get(literal)
+                        if needing is not None:
+                            chosen.update(needing)
+                else:
+                    for literal, needing in by_literal.items():
+                        if literal in literals:
+                            chosen.update(needing)
+        return [i for i in sorted(chosen) if _meets(self.clauses[i], matcher)]
+
+
+def _meets(clauses: Sequence[Clause], matcher: BatchMatcher) -> bool:
+    """Whether each requirement has one of its literals in its field (or cannot be told)."""
+    for clause in clauses:
+        for name, literals in clause:
+            column = matcher.prepared(name)
+            if column is None:
+                continue
+            hits = matcher.columns.hits(column, name)
+            if hits is None or not literals.isdisjoint(hits.present) or not literals.isdisjoint(hits.unindexed):
+                break
+        else:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class _Step:
     mapping: LogSourceMapping
-    selector: Node | None  # None: every row of the batch
+    conditions: Conditions  # (): every row of the batch
     rules: tuple[CompiledRule, ...]
-    #: Per rule, (field, literal) pairs of which one must occur for it to match (None: no such).
-    needs: tuple[tuple[tuple[str, frozenset[str]], ...] | None, ...]
+    prefilter: _Prefilter
 
 
 @dataclass(frozen=True)
 class _Plan:
     steps: list[_Step]
     literals: LiteralIndex
+    cardinality: Cardinality = dataclass_field(default_factory=Cardinality)
+    regexes: RegexMemo = dataclass_field(default_factory=RegexMemo)
+    #: The columns the steps' conditions test.
+    routed: tuple[str, ...] = ()
 
 
 def serving_mappings(rule: CompiledRule, mappings: Sequence[LogSourceMapping]) -> list[LogSourceMapping]:
@@ -99,9 +171,10 @@ class SigmaEngine:
             for m in src.logsources:
                 if id(m) in by_mapping:
                     rules = tuple(by_mapping[id(m)])
-                    steps.append(_Step(m, _selector(m), rules, tuple(r.needs for r in rules)))
+                    steps.append(_Step(m, _conditions(m), rules, _Prefilter(rules)))
         unique = {(r.id, r.path): r for s in steps for r in s.rules}.values()
-        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique))
+        routed = tuple(sorted({name for s in steps for name, _ in s.conditions}))
+        plan = self._plans[source_name] = _Plan(steps, LiteralIndex(unique), routed=routed)
         if src is not None:
             self._plans[f"\0{id(src.logsources)}"] = plan
         return plan
@@ -112,25 +185,22 @@ class SigmaEngine:
             return []
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
-        columns = BatchColumns(batch, plan.literals)
-        whole = BatchMatcher(columns)
+        columns = BatchColumns(batch, plan.literals, plan.cardinality, plan.regexes)
+        routes = Routes(BatchMatcher(columns), plan.routed) if plan.routed else None
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
         for step in plan.steps:
-            if step.selector is None:
-                rows = None
-                matcher = BatchMatcher(columns, step.mapping.renames)
-            else:
-                mask = whole.evaluate(step.selector)
-                if not mask.any():
+            rows = None
+            if step.conditions and routes is not None:
+                rows = routes.rows(step.conditions)
+                if rows is None:
                     continue
-                rows = np.flatnonzero(mask)
-                matcher = BatchMatcher(columns, step.mapping.renames, rows if len(rows) < batch.num_rows else None)
-            for rule, needs in zip(step.rules, step.needs, strict=True):
-                # One lookup in the literal scans rules out most rules before any evaluation.
-                if needs is not None and not matcher.may_hold(needs):
-                    continue
+                if len(rows) == batch.num_rows:
+                    rows = None
+            matcher = BatchMatcher(columns, step.mapping.renames, rows)
+            for i in step.prefilter.candidates(matcher):
+                rule = step.rules[i]
                 res = matcher.evaluate(rule.condition)
-                if res.any():
+                if res is not matcher.false and res.any():
                     hit_rows = np.flatnonzero(res)
                     if rows is not None:
                         hit_rows = rows[hit_rows]
@@ -142,11 +212,5 @@ class SigmaEngine:
         return hits
 
 
-def _selector(m: LogSourceMapping) -> Node | None:
-    if not m.conditions:
-        return None
-    leaves = tuple(
-        Match(column, Op.EQ, tuple(sorted({v.lower() for v in values})))
-        for column, values in sorted(m.conditions.items())
-    )
-    return leaves[0] if len(leaves) == 1 else And(leaves)
+def _conditions(m: LogSourceMapping) -> Conditions:
+    return tuple((column, frozenset(v.lower() for v in values)) for column, values in sorted(m.conditions.items()))

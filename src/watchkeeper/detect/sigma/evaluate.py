@@ -2,180 +2,33 @@
 
 Work per batch is shared across rules: each column is dictionary-encoded and lower-cased once,
 each distinct leaf (field, operator, values) is computed once on the column's *distinct* values
-and spread to rows with one numpy gather, and AND/OR/NOT are numpy boolean operations. String
-tests run in Arrow's C++ kernels (RE2 for regular expressions); a pattern RE2 cannot run
-(lookaround, backreferences) falls back to Python's `re` over the distinct values only.
+and spread to rows with one numpy gather, and AND/OR/NOT are numpy boolean operations. Literal
+leaves are read off one Aho–Corasick scan per column (`literals`), the tests of a few distinct
+values run in Python and of many in Arrow's kernels (`values`), and keywords search the batch's
+whole text at once (`keywords`). A leaf false on every distinct value is the shared all-False
+mask, which AND, OR and NOT recognise by identity.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
-from typing import TypeAlias
+from collections.abc import Mapping
 
-import ahocorasick_rs
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.detect.sigma.nodes import And, CompiledRule, Const, Match, Node, Not, Op, Or
+from watchkeeper.detect.sigma.keywords import BatchText, scannable
+from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
+from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
+from watchkeeper.detect.sigma.values import (
+    SMALL_DICTIONARY,
+    RegexMemo,
+    keyword_pattern,
+    lower,
+    match_few,
+    match_values,
+)
 from watchkeeper.events import RESERVED_COLUMNS
-
-BoolArray: TypeAlias = npt.NDArray[np.bool_]
-
-#: Leaves whose values are literals that must occur in the field for the leaf to hold.
-LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
-
-
-
-
-class LiteralHits:
-    """Where each literal occurs in one column's lower-cased distinct values (from one scan)."""
-
-    __slots__ = ("_at_end", "_at_start", "_ids", "_patterns", "_present", "_slices", "_unique", "indexed",
-                 "n_unique")
-
-    def __init__(self, ids: Mapping[str, int], patterns: list[str], pids: np.ndarray, unique: np.ndarray,
-                 at_start: np.ndarray, at_end: np.ndarray, n_unique: int, indexed: frozenset[str]) -> None:
-        self._ids = ids
-        self.indexed = indexed  # the literals this scan looked for (not the ones found too often)
-        self._patterns = patterns
-        self._present: frozenset[str] | None = None
-        self._unique = unique  # which distinct value each occurrence is in, grouped by pattern
-        self._at_start = at_start
-        self._at_end = at_end
-        self.n_unique = n_unique
-        # pattern id -> its run of occurrences; `pids` is sorted so each pattern is one run.
-        if len(pids):
-            firsts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
-            ends = np.r_[firsts[1:], len(pids)]
-            self._slices = dict(zip(pids[firsts].tolist(), zip(firsts.tolist(), ends.tolist(), strict=True),
-                                    strict=True))
-        else:
-            self._slices = {}
-
-    @property
-    def present(self) -> frozenset[str]:
-        """The literals that occur in any of the distinct values."""
-        if self._present is None:
-            self._present = frozenset(self._patterns[i] for i in self._slices)
-        return self._present
-
-    def evaluate(self, m: Match) -> BoolArray:
-        """A literal leaf over the distinct values, from the recorded occurrences alone."""
-        out = np.zeros(self.n_unique, dtype=bool)
-        slices = self._slices
-        if not slices:
-            return out
-        ids = self._ids
-        for v in m.values:
-            run = slices.get(ids.get(v, -1))
-            if run is None:
-                continue
-            lo, hi = run
-            unique = self._unique[lo:hi]
-            if m.op is Op.CONTAINS:
-                out[unique] = True
-            elif m.op is Op.STARTSWITH:
-                out[unique[self._at_start[lo:hi]]] = True
-            elif m.op is Op.ENDSWITH:
-                out[unique[self._at_end[lo:hi]]] = True
-            else:
-                out[unique[self._at_start[lo:hi] & self._at_end[lo:hi]]] = True
-        return out
-
-
-_EMPTY = np.zeros(0, dtype=np.int64)
-#: A literal found more often than this (and than there are distinct values) leaves the index.
-HOT_OCCURRENCES = 2048
-DFA_BYTES = 4 * 1024 * 1024
-
-
-class LiteralIndex:
-    """Every literal the rules look for, per field, in one Aho–Corasick automaton per field.
-
-    One scan of a column's distinct values finds every occurrence of every literal of every rule
-    on that field; from the occurrences alone `contains`, `startswith`, `endswith` and equality
-    leaves are decided without running one string kernel per leaf. Built once per rule set and
-    logsource, used for every batch. A literal found more often than there are distinct values
-    (`.exe` in image paths) is dropped from its automaton: listing its occurrences costs more than
-    testing it with a string kernel, which its leaves then do.
-    """
-
-    def __init__(self, rules: Iterable[CompiledRule]) -> None:
-        literals: dict[str, set[str]] = {}
-        for rule in rules:
-            for field, values in rule.literals:
-                literals.setdefault(field, set()).update(values)
-        self._patterns = {f: sorted(v) for f, v in literals.items()}
-        self._ids = {f: {p: i for i, p in enumerate(v)} for f, v in self._patterns.items()}
-        self._hot: dict[str, set[str]] = {}
-        self._automata: dict[tuple[str, bool], tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]] = {}
-
-    def covers(self, m: Match, key: str) -> bool:
-        """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
-        if m.op not in LITERAL_OPS or m.cased:
-            return False
-        ids = self._ids.get(key)
-        if ids is None or not all(v in ids for v in m.values):
-            return False
-        hot = self._hot.get(key)
-        return not hot or hot.isdisjoint(m.values)
-
-    def _automaton(self, field: str, dfa: bool) -> tuple[ahocorasick_rs.BytesAhoCorasick, np.ndarray, frozenset[str]]:
-        found = self._automata.get((field, dfa))
-        if found is None:
-            hot = self._hot.get(field, set())
-            ids = self._ids[field]
-            active = [p for p in self._patterns[field] if p not in hot]
-            # A DFA scans long texts about three times faster but takes long to build: it is
-            # built only for fields whose values are long (script blocks, module context).
-            kind = ahocorasick_rs.Implementation.DFA if dfa else None
-            automaton = ahocorasick_rs.BytesAhoCorasick([p.encode() for p in active], implementation=kind)
-            found = self._automata[(field, dfa)] = (
-                automaton, np.array([ids[p] for p in active], dtype=np.int64), frozenset(active)
-            )
-        return found
-
-    def scan(self, field: str, lowered: pa.Array) -> LiteralHits | None:
-        """Occurrences of the field's literals in lower-cased distinct values (None: no literals)."""
-        patterns = self._patterns.get(field)
-        if not patterns:
-            return None
-        n = len(lowered)
-        ac, active_ids, indexed = self._automaton(field, lowered.nbytes > DFA_BYTES)
-        ids = self._ids[field]
-        none = LiteralHits(ids, patterns, _EMPTY, _EMPTY, _EMPTY.astype(bool), _EMPTY.astype(bool), n, indexed)
-        if n == 0 or not indexed:
-            return none
-        offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[lowered.offset : lowered.offset + n + 1]
-        base = int(offsets[0])
-        if lowered.buffers()[2] is None or int(offsets[-1]) == base:
-            return none
-        data = memoryview(lowered.buffers()[2]).cast("B")[base : int(offsets[-1])]
-        found = ac.find_matches_as_indexes(data, overlapping=True)
-        if not found:
-            return none
-        hits = np.array(found, dtype=np.int64).reshape(-1, 3)
-        pids = active_ids[hits[:, 0]]
-        counts = np.bincount(pids)
-        common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
-        if len(common):
-            self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
-            # Rebuilt without them for the next batch.
-            self._automata.pop((field, False), None)
-            self._automata.pop((field, True), None)
-        rel = offsets.astype(np.int64) - base
-        unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
-        keep = hits[:, 2] <= rel[unique + 1]  # a match across two values is not a match
-        hits, unique, pids = hits[keep], unique[keep], pids[keep]
-        order = np.argsort(pids, kind="stable")
-        hits, unique, pids = hits[order], unique[order], pids[order]
-        return LiteralHits(ids, patterns, pids, unique, hits[:, 1] == rel[unique], hits[:, 2] == rel[unique + 1],
-                           n, indexed)
 
 
 class _Column:
@@ -184,44 +37,117 @@ class _Column:
     Null rows point at one extra slot (`len(uniques)`) that every leaf sets to False.
     """
 
-    __slots__ = ("codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
+    __slots__ = ("_strings", "codes", "hits", "lowered", "n_unique", "on_uniques", "uniques")
 
-    def __init__(self, array: pa.Array) -> None:
+    def __init__(self, array: pa.Array, distinct: bool = False) -> None:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        encoded = pc.dictionary_encode(array, null_encoding="mask")
-        self.uniques: pa.Array = encoded.dictionary
-        self.n_unique = n_unique = len(self.uniques)
-        indices = encoded.indices
-        codes = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
-        if indices.null_count:
-            valid = np.asarray(indices.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-            self.codes: np.ndarray = np.where(valid, codes, n_unique).astype(np.intp)
+        if distinct:
+            # Values known to be (nearly) all distinct: each is its own entry, without hashing.
+            valid = self._valid(array)
+            self.uniques: pa.Array = array.drop_null() if array.null_count else array
+            self.n_unique = n_unique = len(self.uniques)
+            if valid is None:
+                self.codes: np.ndarray = np.arange(n_unique, dtype=np.intp)
+            else:
+                self.codes = np.where(valid, np.cumsum(valid) - 1, n_unique).astype(np.intp)
         else:
-            self.codes = codes.astype(np.intp)
+            encoded = pc.dictionary_encode(array, null_encoding="mask")
+            self.uniques = encoded.dictionary
+            self.n_unique = n_unique = len(self.uniques)
+            indices = encoded.indices
+            codes = np.frombuffer(indices.buffers()[1], dtype=np.int32)[indices.offset : indices.offset + len(indices)]
+            valid = self._valid(indices)
+            self.codes = codes.astype(np.intp) if valid is None else np.where(valid, codes, n_unique).astype(np.intp)
         self.lowered: pa.Array | None = None
         self.hits: dict[str, LiteralHits | None] = {}  # literal scans, by index key
-        self.on_uniques: dict[Match, BoolArray] = {}  # leaf results over the distinct values
+        self.on_uniques: dict[Match, BoolArray | None] = {}  # leaf results over the distinct values
+        self._strings: dict[bool, list[str]] = {}
+
+    @staticmethod
+    def _valid(array: pa.Array) -> BoolArray | None:
+        if not array.null_count:
+            return None
+        return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
     def lower(self) -> pa.Array:
         """The distinct values lower-cased (computed on first use)."""
         if self.lowered is None:
-            self.lowered = pc.utf8_lower(self.uniques)
+            self.lowered = lower(self.uniques)
         return self.lowered
+
+    def strings(self, cased: bool) -> list[str]:
+        """The distinct values as Python strings, as read or lower-cased (computed on first use)."""
+        found = self._strings.get(cased)
+        if found is None:
+            found = self._strings[cased] = (self.uniques if cased else self.lower()).to_pylist()
+        return found
+
+
+def _text_bytes(array: pa.Array) -> int:
+    """Bytes of string data in an array (its offsets and validity left out)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)) or not len(array):
+        return 0
+    kind = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=kind)
+    return int(offsets[array.offset + len(array)]) - int(offsets[array.offset])
+
+
+class Cardinality:
+    """Which columns were nearly all distinct in recent batches: hashing them finds no duplicates.
+
+    Rendered script blocks and module context (`ContextInfo`) differ in every event; their
+    dictionary encoding costs a hash of every byte for nothing. A column seen nearly all distinct
+    is taken as it is for the next batches, then measured again.
+    """
+
+    RATIO = 0.9
+    MIN_VALUES = 32  # fewer values say little
+    MIN_BYTES = 256  # per value: short values hash fast, and their duplicates are worth finding
+    BATCHES = 16  # how long an observation holds
+
+    def __init__(self) -> None:
+        self._left: dict[str, int] = {}  # column -> batches still taken as distinct
+
+    def distinct(self, name: str) -> bool:
+        """Whether to take column `name` of this batch as all distinct (counts the batch)."""
+        left = self._left.get(name, 0)
+        if left:
+            self._left[name] = left - 1
+        return left > 0
+
+    def observe(self, name: str, n_unique: int, n_values: int, n_bytes: int) -> None:
+        """Record how many distinct values a dictionary encoding of `n_values` values found."""
+        if n_values >= self.MIN_VALUES and n_unique >= self.RATIO * n_values and n_bytes >= self.MIN_BYTES * n_values:
+            self._left[name] = self.BATCHES
 
 
 class BatchColumns:
     """The columns of one batch, prepared once and shared by every logsource step over it."""
 
-    def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None) -> None:
+    def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None,
+                 cardinality: Cardinality | None = None, regexes: RegexMemo | None = None) -> None:
         self.batch = batch
         self.literals = literals
+        self.cardinality = cardinality
+        self.regexes = regexes
         self.names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
         self._columns: dict[str, _Column] = {}
         self._valid: dict[str, BoolArray] = {}
         self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
+        self._text: BatchText | None = None
+        self._text_results: dict[tuple[str, ...], BoolArray] = {}
+
+    def text_rows(self, values: tuple[str, ...]) -> BoolArray:
+        """Rows of the whole batch with one of `values` in a native field (`keywords.scannable`)."""
+        found = self._text_results.get(values)
+        if found is None:
+            if self._text is None:
+                self._text = BatchText(self.batch, self.names.values())
+            found = self._text_results[values] = self._text.rows_with(values)
+        return found
 
     def valid(self, name: str) -> BoolArray:
         """Which rows hold a value in column `name` (cheaper than preparing the column)."""
@@ -246,7 +172,7 @@ class BatchColumns:
             return found
         array = self.batch.column(name)
         if kw.op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not kw.cased:
-            res = pc.match_substring_regex(array, pattern=_pattern(kw), ignore_case=True)
+            res = pc.match_substring_regex(array, pattern=keyword_pattern(kw), ignore_case=True)
             found = np.asarray(pc.fill_null(res, False).to_numpy(zero_copy_only=False), dtype=bool)
         else:
             filled = array.fill_null("") if array.null_count else array
@@ -258,7 +184,16 @@ class BatchColumns:
         """The prepared column called exactly `name` (which must exist)."""
         found = self._columns.get(name)
         if found is None:
-            found = self._columns[name] = _Column(self.batch.column(name))
+            array = self.batch.column(name)
+            memo = self.cardinality
+            if memo is None:
+                found = _Column(array)
+            elif memo.distinct(name):
+                found = _Column(array, distinct=True)
+            else:
+                found = _Column(array)
+                memo.observe(name, found.n_unique, len(array) - array.null_count, _text_bytes(array))
+            self._columns[name] = found
         return found
 
     def hits(self, column: _Column, index_key: str) -> LiteralHits | None:
@@ -269,19 +204,23 @@ class BatchColumns:
             )
         return column.hits[index_key]
 
-    def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray:
-        """A value-level leaf result over a column's distinct values (plus the null slot), memoised."""
-        found = column.on_uniques.get(m)
-        if found is not None:
-            return found
-        result: BoolArray | None = None
+    def leaf(self, column: _Column, m: Match, index_key: str) -> BoolArray | None:
+        """A value-level leaf over a column's distinct values (plus a False null slot), memoised.
+
+        None when no distinct value satisfies it, which spares the rows a gather.
+        """
+        if m in column.on_uniques:
+            return column.on_uniques[m]
         if self.literals is not None and self.literals.covers(m, index_key):
             hits = self.hits(column, index_key)
             if hits is not None:
-                result = hits.evaluate(m)
+                column.on_uniques[m] = found = hits.evaluate(m)
+                return found
+        # Otherwise a few distinct values are tested in Python, many by an Arrow kernel.
+        result = match_few(column.strings(m.cased), m, self.regexes) if column.n_unique <= SMALL_DICTIONARY else None
         if result is None:
             result = match_values(column.uniques if m.cased else column.lower(), m)
-        found = column.on_uniques[m] = np.append(result, False)
+        found = column.on_uniques[m] = np.append(result, False) if result.any() else None
         return found
 
 
@@ -298,17 +237,19 @@ class BatchMatcher:
         self._rows = rows
         self.n = self.columns.batch.num_rows if rows is None else len(rows)
         self._renames = {k.lower(): v for k, v in (renames or {}).items()}
+        self._prepared: dict[str, _Column | None] = {}
         self._codes: dict[str, tuple[_Column, np.ndarray] | None] = {}
         self._leaves: dict[Match, BoolArray] = {}
         self._text: pa.Array | None = None
-        self._false = np.zeros(self.n, dtype=bool)
-        self._true = np.ones(self.n, dtype=bool)
+        # Shared all-False / all-True results, which callers may recognise by identity.
+        self.false = np.zeros(self.n, dtype=bool)
+        self.true = np.ones(self.n, dtype=bool)
 
-    def column(self, field: str) -> tuple[_Column, np.ndarray] | None:
-        """The column a rule's field name refers to and its codes for these rows, or None if absent."""
+    def prepared(self, field: str) -> _Column | None:
+        """The prepared column a rule's field name refers to (after renames), or None if absent."""
         key = field.lower()
-        if key in self._codes:
-            return self._codes[key]
+        if key in self._prepared:
+            return self._prepared[key]
         cols = self.columns
         name = None
         renamed = self._renames.get(key)
@@ -316,23 +257,20 @@ class BatchMatcher:
             name = cols.reserved.get(renamed) or cols.names.get(renamed.lower())
         if name is None:
             name = cols.reserved.get(field) or cols.names.get(key)
+        found = self._prepared[key] = cols.get(name) if name is not None else None
+        return found
+
+    def column(self, field: str) -> tuple[_Column, np.ndarray] | None:
+        """The column a rule's field name refers to and its codes for these rows, or None if absent."""
+        key = field.lower()
+        if key in self._codes:
+            return self._codes[key]
+        column = self.prepared(field)
         found = None
-        if name is not None:
-            column = cols.get(name)
+        if column is not None:
             found = (column, column.codes if self._rows is None else column.codes[self._rows])
         self._codes[key] = found
         return found
-
-    def may_hold(self, needs: tuple[tuple[str, frozenset[str]], ...]) -> bool:
-        """False when none of the literals a rule needs occurs in its field here: it cannot match."""
-        for field, literals in needs:
-            found = self.column(field)
-            if found is None:
-                continue
-            hits = self.columns.hits(found[0], field)
-            if hits is None or not literals.isdisjoint(hits.present) or not literals <= hits.indexed:
-                return True
-        return False
 
     def evaluate(self, node: Node) -> BoolArray:
         """Boolean mask of the rows that satisfy `node`."""
@@ -342,23 +280,40 @@ class BatchMatcher:
                 found = self._leaves[node] = self._leaf(node)
             return found
         if isinstance(node, And):
+            # Leaves first: they are memoised and often false on every row, which ends the AND
+            # before its NOTs and ORs are computed. The shared all-False/all-True masks are
+            # recognised by identity, sparing numpy calls.
             acc: BoolArray | None = None
-            for child in node.children:
-                res = self.evaluate(child)
-                acc = res if acc is None else acc & res
-                if not acc.any():
-                    return self._false
-            return acc if acc is not None else self._true
+            for leaves_pass in (True, False):
+                for child in node.children:
+                    if isinstance(child, Match) is not leaves_pass:
+                        continue
+                    res = self.evaluate(child)
+                    if res is self.false:
+                        return self.false
+                    if res is self.true:
+                        continue
+                    acc = res if acc is None else acc & res
+                    if not acc.any():
+                        return self.false
+            return acc if acc is not None else self.true
         if isinstance(node, Or):
             acc = None
             for child in node.children:
                 res = self.evaluate(child)
+                if res is self.false:
+                    continue
+                if res is self.true:
+                    return self.true
                 acc = res if acc is None else acc | res
-            return acc if acc is not None else self._false
+            return acc if acc is not None else self.false
         if isinstance(node, Not):
-            return ~self.evaluate(node.child)
+            res = self.evaluate(node.child)
+            if res is self.false:
+                return self.true
+            return self.false if res is self.true else ~res
         if isinstance(node, Const):
-            return self._true if node.value else self._false
+            return self.true if node.value else self.false
         raise TypeError(f"unknown node {node!r}")
 
     def _leaf(self, m: Match) -> BoolArray:
@@ -366,41 +321,46 @@ class BatchMatcher:
             return self._keyword(m)
         found = self.column(m.field)
         if m.op is Op.NULL:
-            return self._true if found is None else found[1] == found[0].n_unique
+            return self.true if found is None else found[1] == found[0].n_unique
         if found is None:
-            return self._false
+            return self.false
         column, codes = found
         if m.op is Op.EXISTS:
             present = codes != column.n_unique
             return present if m.values == ("true",) else ~present
         if m.op is Op.FIELDREF:
             return self._fieldref(column, codes, m.values[0])
-        return self.columns.leaf(column, m, m.field.lower())[codes]
+        on_uniques = self.columns.leaf(column, m, m.field.lower())
+        return self.false if on_uniques is None else on_uniques[codes]
 
     def _fieldref(self, column: _Column, codes: np.ndarray, other_field: str) -> BoolArray:
         other = self.column(other_field)
         if other is None:
-            return self._false
+            return self.false
         o_column, o_codes = other
         present = (codes != column.n_unique) & (o_codes != o_column.n_unique)
         if not present.any():
-            return self._false
+            return self.false
         left = pc.take(column.lower(), pa.array(np.where(present, codes, 0)))
         right = pc.take(o_column.lower(), pa.array(np.where(present, o_codes, 0)))
         return np.asarray(pc.equal(left, right).to_numpy(zero_copy_only=False), dtype=bool) & present
 
     def _keyword(self, m: Match) -> BoolArray:
-        # A keyword matches when any field contains it (full-text semantics). Contains-keywords
-        # are searched once in the row's fields joined by NUL, which no keyword holds, so a
-        # match never spans two fields; one RE2 pass per keyword list, case-insensitive.
+        # A keyword matches when any field contains it (full-text semantics). ASCII lists are one
+        # automaton scan of the batch's text (`keywords`); other contains-keywords one RE2 pass,
+        # case-insensitive, over the row's fields joined by NUL, which no keyword holds, so a
+        # match never spans two fields; other operators test field by field.
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
+        if kw.op is Op.CONTAINS and not kw.cased and scannable(kw.values):
+            found = self.columns.text_rows(kw.values)
+            return found if self._rows is None else found[self._rows]
         if kw.op is Op.CONTAINS and not kw.cased and not any("\0" in v for v in kw.values):
             text = self._row_text()
             if text is None:
-                return self._false
-            res = pc.match_substring_regex(text, pattern=_pattern(kw), ignore_case=True)
+                return self.false
+            res = pc.match_substring_regex(text, pattern=keyword_pattern(kw), ignore_case=True)
             return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-        acc = self._false
+        acc = self.false
         for name in self.columns.names.values():
             valid = self.columns.valid(name)
             if not (valid.any() if self._rows is None else valid[self._rows].any()):
@@ -426,98 +386,3 @@ class BatchMatcher:
                 *arrays, "\0", null_handling="replace", null_replacement=""
             )
         return self._text
-
-
-def match_values(values: pa.Array, m: Match) -> BoolArray:
-    """Test a leaf against an array of distinct strings (already lower-cased unless cased)."""
-    if len(values) == 0:
-        return np.zeros(0, dtype=bool)
-    op = m.op
-    if op is Op.EQ:
-        res = pc.is_in(values, value_set=pa.array(m.values, pa.string()))
-    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and len(m.values) <= 4:
-        # A few literals: plain substring kernels beat compiling a regular expression.
-        fn = {Op.CONTAINS: pc.match_substring, Op.STARTSWITH: pc.starts_with, Op.ENDSWITH: pc.ends_with}[op]
-        acc = fn(values, pattern=m.values[0]).to_numpy(zero_copy_only=False)
-        for v in m.values[1:]:
-            acc = acc | fn(values, pattern=v).to_numpy(zero_copy_only=False)
-        return np.asarray(acc, dtype=bool)
-    elif op in (Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH, Op.GLOB, Op.REGEX):
-        return _regex(values, _pattern(m))
-    elif op is Op.CIDR:
-        return _python(values, _cidr_test(m.values))
-    elif op in (Op.LT, Op.LTE, Op.GT, Op.GTE):
-        return _python(values, _compare_test(op, float(m.values[0])))
-    else:
-        raise ValueError(f"operator {op} is not evaluated on values")
-    return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-@lru_cache(maxsize=65536)
-def _pattern(m: Match) -> str:
-    """One RE2-compatible pattern for a leaf's value list."""
-    alternation = "|".join(
-        v if m.op in (Op.GLOB, Op.REGEX) else re.escape(v) for v in m.values
-    )
-    if m.op is Op.STARTSWITH:
-        body = f"^(?:{alternation})"
-    elif m.op is Op.ENDSWITH:
-        body = f"(?:{alternation})$"
-    elif m.op is Op.REGEX and len(m.values) > 1:
-        body = "|".join(f"(?:{v})" for v in m.values)
-    else:
-        body = alternation
-    return f"(?{m.flags}){body}" if m.flags else body
-
-
-_RE2_REJECTED: set[str] = set()
-
-
-def _regex(values: pa.Array, pattern: str) -> BoolArray:
-    if pattern not in _RE2_REJECTED:
-        try:
-            res = pc.match_substring_regex(values, pattern=pattern)
-            return np.asarray(res.to_numpy(zero_copy_only=False), dtype=bool)
-        except pa.ArrowInvalid:
-            _RE2_REJECTED.add(pattern)  # lookaround, backreference …: RE2 cannot, Python can
-    rx = _python_regex(pattern)
-    return _python(values, lambda s: rx.search(s) is not None)
-
-
-@lru_cache(maxsize=4096)
-def _python_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _python(values: pa.Array, test: Callable[[str], bool]) -> BoolArray:
-    return np.fromiter((v is not None and test(v) for v in values.to_pylist()), dtype=bool, count=len(values))
-
-
-def _cidr_test(cidrs: tuple[str, ...]) -> Callable[[str], bool]:
-    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    def test(s: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(s.strip().strip("[]"))
-        except ValueError:
-            return False
-        return any(ip.version == n.version and ip in n for n in nets)
-
-    return test
-
-
-def _compare_test(op: Op, bound: float) -> Callable[[str], bool]:
-    def test(s: str) -> bool:
-        try:
-            x = float(s)
-        except ValueError:
-            return False
-        if op is Op.LT:
-            return x < bound
-        if op is Op.LTE:
-            return x <= bound
-        if op is Op.GT:
-            return x > bound
-        return x >= bound
-
-    return test

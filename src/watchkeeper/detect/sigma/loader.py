@@ -22,7 +22,7 @@ from watchkeeper.detect.sigma.nodes import And, CompiledRule, LogSource, Node, w
 from watchkeeper.errors import RuleError, Where
 
 #: Bump when compiled output changes, so old cache entries are never reused.
-ENGINE_VERSION = "sigma-arrow-4"
+ENGINE_VERSION = "sigma-arrow-5"
 RULE_SUFFIXES = (".yml", ".yaml")
 #: The layout of the cache file itself (part of its name).
 CACHE_FORMAT = "stamped-1"

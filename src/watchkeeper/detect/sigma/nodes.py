@@ -124,6 +124,8 @@ class CompiledRule:
     #: the literals of its literal leaves per field, and what it needs (see `necessary_by_field`).
     literals: tuple[tuple[str, tuple[str, ...]], ...] = ()
     needs: tuple[tuple[str, frozenset[str]], ...] | None = None
+    #: Every such requirement of the condition (see `necessary_clauses`); `needs` is one of them.
+    clauses: tuple[tuple[tuple[str, frozenset[str]], ...], ...] = ()
 
 
 #: Literals shorter than this (in bytes) occur almost everywhere: not worth indexing.
@@ -131,11 +133,12 @@ MIN_LITERAL = 3
 
 
 def with_facts(rule: CompiledRule) -> CompiledRule:
-    """The rule with `literals` and `needs` derived from its condition."""
+    """The rule with `literals`, `needs` and `clauses` derived from its condition."""
     found: dict[str, set[str]] = {}
     _collect_literals(rule.condition, found)
     literals = tuple((f, tuple(sorted(v))) for f, v in sorted(found.items()) if v)
-    return replace(rule, literals=literals, needs=necessary_by_field(rule.condition, MIN_LITERAL))
+    return replace(rule, literals=literals, needs=necessary_by_field(rule.condition, MIN_LITERAL),
+                   clauses=necessary_clauses(rule.condition, MIN_LITERAL))
 
 
 def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
@@ -149,6 +152,37 @@ def _collect_literals(node: Node, out: dict[str, set[str]]) -> None:
             _collect_literals(child, out)
     elif isinstance(node, Not):
         _collect_literals(node.child, out)
+
+
+def necessary_clauses(node: Node, min_length: int) -> tuple[tuple[tuple[str, frozenset[str]], ...], ...]:
+    """Requirements that must all be met for `node` to hold, each as ((field, literals), …).
+
+    A requirement is met when one of its literals occurs in its field. An AND must meet those of
+    all its children, not only of its most selective one (`necessary_literals`): a rule whose
+    image name occurs in a batch is still ruled out when its command-line literals do not.
+    """
+    out = []
+    for clause in _clauses(node, min_length):
+        fields: dict[str, set[str]] = {}
+        for name, literal in clause:
+            fields.setdefault(name, set()).add(literal)
+        out.append(tuple((f, frozenset(v)) for f, v in sorted(fields.items())))
+    return tuple(dict.fromkeys(out))
+
+
+def _clauses(node: Node, min_length: int) -> list[frozenset[tuple[str, str]]]:
+    if isinstance(node, Match):
+        found = necessary_literals(node, min_length)
+        return [found] if found is not None else []
+    if isinstance(node, And):
+        return [c for child in node.children for c in _clauses(child, min_length)]
+    if isinstance(node, Or):
+        # One requirement of the child that holds is met: the union of one per child must be.
+        parts = [_clauses(c, min_length) for c in node.children]
+        if not parts or any(not p for p in parts):
+            return []
+        return [frozenset().union(*(min(p, key=len) for p in parts))]
+    return []
 
 
 def necessary_by_field(node: Node, min_length: int) -> tuple[tuple[str, frozenset[str]], ...] | None:
