@@ -2,22 +2,22 @@
 
 Batches are buffered per partition and flushed as one Parquet file (zstd, large row groups) when a
 partition's buffer is full, when all buffers together are too large (the largest goes first), and
-at the end. Each event gets `_event_id` as its batch arrives (one DuckDB query per batch, however many days
-it spans); at flush time events whose id is already in the partition (or earlier in the same
+at the end. Each event gets `_event_id` as its batch arrives (however many days the batch spans); at flush time events whose id is already in the partition (or earlier in the same
 flush) are dropped, so ingesting the same input twice adds nothing. Only the `_event_id` column
 of the one partition being flushed is read for that.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -74,10 +74,6 @@ class IngestStats:
     leftovers_removed: int = 0
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _holds_separator(column: pa.ChunkedArray | pa.Array) -> bool:
     # A raw scan of the data buffers (about a nanosecond a row) decides whether the costly
     # escaping is needed; a false positive only costs time, since escaping is deterministic.
@@ -90,26 +86,24 @@ def _holds_separator(column: pa.ChunkedArray | pa.Array) -> bool:
     return False
 
 
-def event_ids(con: duckdb.DuckDBPyConnection, table: pa.Table | pa.RecordBatch, source: str) -> pa.Array:
+def event_ids(table: pa.Table | pa.RecordBatch, source: str) -> pa.Array:
     """The stable id of every event: MD5 (hex) over the source, the record number and the native values.
 
     Native values are taken in field-name order, absent ones skipped, so the id of an event does
     not depend on which other fields its batch happened to have. The record number keeps two
     identical lines of one file (the same failed password twice in a second) two events.
     """
-    parts = [f"CAST({_quote(col('record'))} AS VARCHAR)"]
+    parts: list[Any] = [pa.scalar(source, pa.string()), pc.cast(table.column(col("record")), pa.string())]
     for name in sorted(native_columns(table)):
-        expr = _quote(name)
-        if _holds_separator(table.column(name)):
-            expr = f"replace(replace({expr}, chr(27), chr(27) || chr(27)), chr(31), chr(27) || '_')"
-        parts.append(expr)
-    sql = f"SELECT md5(concat_ws(chr(31), $src, {', '.join(parts)})) AS id FROM lake_buffer"
-    con.register("lake_buffer", table if isinstance(table, pa.Table) else pa.Table.from_batches([table]))
-    try:
-        result = con.sql(sql, params={"src": source}).to_arrow_table()
-    finally:
-        con.unregister("lake_buffer")
-    return result.column(0).combine_chunks()
+        values = table.column(name)
+        if _holds_separator(values):
+            values = pc.replace_substring(pc.replace_substring(values, _ESC, _ESC + _ESC), _SEP, _ESC + "_")
+        parts.append(values)
+    keys = pc.binary_join_element_wise(*parts, _SEP, null_handling="skip").cast(pa.binary())
+    # Arrow joins the values; hashlib's MD5 over the joined keys costs less than DuckDB's md5
+    # query (about 1.7 against 2.9 µs an event, most of DuckDB's being its per-query cost).
+    md5 = hashlib.md5
+    return pa.array([md5(key).hexdigest() for key in keys.to_pylist()], pa.string())
 
 
 def _first_occurrences(ids: pa.Array) -> pa.Array | None:
@@ -248,12 +242,9 @@ class LakeWriter:
         self._bytes: dict[Partition, int] = defaultdict(int)
         self._touched: set[Partition] = set()
         self._stack = ExitStack()
-        self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> LakeWriter:
         self._stack.enter_context(layout.writer_lock(self.root))
-        self._con = duckdb.connect(config={"threads": 1})
-        self._stack.callback(self._con.close)
         self.stats.leftovers_removed = layout.recover(self.root)
         self._expire()
         return self
@@ -284,9 +275,7 @@ class LakeWriter:
             return
         source = _source_of(batch)
         batch = normalize(batch)
-        if self._con is None:
-            raise LakeError("LakeWriter.write outside its `with` block")
-        batch = batch.append_column(EVENT_ID, event_ids(self._con, batch, source))
+        batch = batch.append_column(EVENT_ID, event_ids(batch, source))
         stats = self.stats.sources[source]
         stats.read += batch.num_rows
         days = pc.cast(batch.column(col("time")), pa.date32())
@@ -315,7 +304,7 @@ class LakeWriter:
         batches = self._buffers.pop(partition, [])
         self._rows.pop(partition, None)
         self._bytes.pop(partition, None)
-        if not batches or self._con is None:
+        if not batches:
             return
         table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
         ids = table.column(EVENT_ID).combine_chunks()
