@@ -92,6 +92,30 @@ def to_utc_timestamp(values: pa.Array) -> pa.Array:
     return pa.array(out, type=pa.timestamp("us", tz="UTC"))
 
 
+def text_columns(names: list[str], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
+    """Native text columns as events hold them: empty strings absent, names that differ only in
+    case merged (the first spelling wins); reserved `_` columns pass through."""
+    out_names: list[str] = []
+    out: list[pa.Array] = []
+    by_lower: dict[str, int] = {}
+    for key, arr in zip(names, arrays, strict=True):
+        if key in RESERVED_COLUMNS:
+            out_names.append(key)
+            out.append(arr)
+            continue
+        if pc.any(pc.equal(arr, "")).as_py():
+            arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+        lower = key.lower()
+        if lower in by_lower:
+            i = by_lower[lower]
+            out[i] = pc.coalesce(out[i], arr)
+            continue
+        by_lower[lower] = len(out_names)
+        out_names.append(key)
+        out.append(arr)
+    return out_names, out
+
+
 def batch_from_rows(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
     """Build one batch from flattened rows.
 
@@ -105,7 +129,6 @@ def batch_from_rows(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
     struct = pa.array(rows)  # C++ inference over heterogeneous dicts: the union of their keys
     names: list[str] = []
     arrays: list[pa.Array] = []
-    by_lower: dict[str, int] = {}
     for field, arr in zip(struct.type, struct.flatten(), strict=True):
         name = field.name
         if name in RESERVED_COLUMNS:
@@ -113,18 +136,9 @@ def batch_from_rows(rows: list[Mapping[str, Any]]) -> pa.RecordBatch:
                 arr = _typed(name, arr.to_pylist(), n)
             elif pa.types.is_null(arr.type):
                 arr = pa.nulls(n, RESERVED_COLUMNS[name])
-            names.append(name)
-            arrays.append(arr)
-            continue
-        if not pa.types.is_string(arr.type):
+        elif not pa.types.is_string(arr.type):
             arr = arr.cast(pa.string()) if not pa.types.is_null(arr.type) else pa.nulls(n, pa.string())
-        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-        key = name.lower()
-        if key in by_lower:
-            i = by_lower[key]
-            arrays[i] = pc.coalesce(arrays[i], arr)
-            continue
-        by_lower[key] = len(names)
         names.append(name)
         arrays.append(arr)
+    names, arrays = text_columns(names, arrays)
     return pa.RecordBatch.from_arrays(arrays, names=names)

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import RESERVED_COLUMNS, col
+from watchkeeper.events import RESERVED_COLUMNS, col, text_columns
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE
 from watchkeeper.sources.deadletter import DeadLetter
 
@@ -267,30 +267,6 @@ def rows_to_batch(rows: list[dict[str, Any]], source: str, origin: str) -> pa.Re
 def empty_rows(n: int) -> pa.RecordBatch:
     """A batch of `n` rows and no columns (rows of `{}` are rows all the same)."""
     return pa.RecordBatch.from_arrays([pa.nulls(n)], names=["_"]).drop_columns(["_"])
-
-
-def text_columns(names: list[str], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
-    """Native text columns as events hold them: empty strings absent, names that differ only in
-    case merged (the first spelling wins); reserved `_` columns pass through."""
-    out_names: list[str] = []
-    out: list[pa.Array] = []
-    by_lower: dict[str, int] = {}
-    for key, arr in zip(names, arrays, strict=True):
-        if key in RESERVED_COLUMNS:
-            out_names.append(key)
-            out.append(arr)
-            continue
-        if pc.any(pc.equal(arr, "")).as_py():
-            arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
-        lower = key.lower()
-        if lower in by_lower:
-            i = by_lower[lower]
-            out[i] = pc.coalesce(out[i], arr)
-            continue
-        by_lower[lower] = len(out_names)
-        out_names.append(key)
-        out.append(arr)
-    return out_names, out
 
 
 def number_text(value: float) -> str:

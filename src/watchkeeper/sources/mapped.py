@@ -19,11 +19,11 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col
+from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col, text_columns
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, SKIP_CHUNK, RowBuffer, parse_time, text_columns, times_of
+from watchkeeper.sources.lines import MAX_LINE, SKIP_CHUNK, RowBuffer, parse_time, times_of
 
 
 class MappedSource(Source):

@@ -28,11 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import col
+from watchkeeper.events import col, text_columns
 from watchkeeper.sources.assign import Assignments
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import iso_times, iter_line_blocks, split_block, text_columns
+from watchkeeper.sources.lines import iso_times, iter_line_blocks, split_block
 from watchkeeper.sources.syslog_programs import AUTH_PROGRAMS, parse_programs
 
 MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}

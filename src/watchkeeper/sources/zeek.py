@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from watchkeeper.events import col
+from watchkeeper.events import col, text_columns
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, text_columns
+from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
