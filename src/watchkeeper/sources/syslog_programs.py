@@ -73,6 +73,12 @@ _PAM_SESSION = (
     r"^session (?P<verb>opened|closed) for user (?P<user>\S+?)(?:\(uid=\d+\))?"
     r"(?: by (?P<by>\S*?)(?:\(uid=\d+\))?)?$"
 )
+# pam_unix's own wording, every key once, in its order: what a dict of `key=value` pairs holds.
+_VALUE = r"[^\t\n\v\f\r ]*"  # a `\S*` of Python's ASCII classes (RE2's `\s` leaves out \v)
+_PAM_FAILURE = (
+    rf"^authentication failure; logname={_VALUE} uid={_VALUE} euid={_VALUE} tty={_VALUE}"
+    rf" ruser={_VALUE} rhost=(?P<rhost>{_VALUE})(?: +user=(?P<user>{_VALUE}))?$"
+)
 _PASSWD = r"^password changed for (?P<user>\S+)"
 _SU = r"^(?P<verdict>Successful|FAILED) su for (?P<target>\S+) by (?P<user>\S+)"
 _SU_SHORT = r"^(?P<sign>[+-]) (?P<tty>\S+) (?P<user>\S+?):(?P<target>\S+)$"
@@ -110,16 +116,20 @@ def parse_programs(
             parse(out, rows[mine], texts.filter(mine))
 
 
-def _cascade(out: Assignments, rows: Rows, texts: pa.Array, steps: list[tuple[str, Handler]]) -> None:
-    """Try each pattern on the texts no earlier one matched; hand each its matches' groups."""
+def _cascade(
+    out: Assignments, rows: Rows, texts: pa.Array, steps: list[tuple[str, Handler]]
+) -> tuple[Rows, pa.Array]:
+    """Try each pattern on the texts no earlier one matched; hand each its matches' groups.
+    Return the rows and texts no pattern matched."""
     for pattern, handle in steps:
         if not len(rows):
-            return
+            break
         found = pc.extract_regex(texts, pattern)
         hit = found.is_valid().to_numpy(zero_copy_only=False)
         if hit.any():
             handle(out, rows[hit], found.filter(hit))
             rows, texts = rows[~hit], texts.filter(~hit)
+    return rows, texts
 
 
 def _when(values: pa.Array, rows: Rows, text: str) -> Rows:
@@ -194,7 +204,10 @@ def _pam(out: Assignments, rows: Rows, g: Groups) -> None:
 def _pam_message(out: Assignments, rows: Rows, texts: pa.Array) -> None:
     failure = pc.starts_with(texts, "authentication failure").to_numpy(zero_copy_only=False)
     if failure.any():
-        _by_line(out, rows[failure], texts.filter(failure), _pam_failure)
+        # The usual form by pattern; anything else by the exact key=value reading, line by line.
+        left_rows, left = _cascade(out, rows[failure], texts.filter(failure), [(_PAM_FAILURE, _pam_failed)])
+        if len(left_rows):
+            _by_line(out, left_rows, left, _pam_failure)
     _cascade(out, rows[~failure], texts.filter(~failure), [(_PAM_SESSION, _pam_session), (_PASSWD, _passwd)])
 
 
@@ -204,6 +217,13 @@ def _pam_session(out: Assignments, rows: Rows, g: Groups) -> None:
     out.set(_OUTCOME, rows, "success")
     out.set(_USER, rows, g.field("user"))
     out.set("by_user", rows, g.field("by"))
+
+
+def _pam_failed(out: Assignments, rows: Rows, g: Groups) -> None:
+    out.set(_ACTION, rows, "authenticate")
+    out.set(_OUTCOME, rows, "failure")
+    out.set(_SRC_IP, rows, g.field("rhost"))
+    out.set(_USER, rows, g.field("user"))
 
 
 def _pam_failure(text: str, row: dict[str, Any]) -> None:
