@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ def _run(label: str, paths: list[Path]) -> None:
 
 def main() -> None:
     """Print events/s for the OTRF Windows archives and the EVTX samples, then peak RSS."""
+    # Piped into `head`, stop quietly instead of with a BrokenPipeError.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=0, help="only the first N archives of each set")
     args = parser.parse_args()

@@ -102,6 +102,23 @@ def test_bad_lines_are_dead_lettered_and_the_rest_read() -> None:
     assert rows[0]["EventID"] == "4624" and rows[0]["_outcome"] == "success"
 
 
+def test_flat_lines_fields_in_any_spelling_nested_hashes_and_wild_record_numbers() -> None:
+    lines = [
+        # NXLog writes `Hostname`; another shipper `computer`: either is the host.
+        b'{"EventID":1,"Channel":"Microsoft-Windows-Sysmon/Operational","computer":"ws1",'
+        b'"RecordNumber":36893488147419103232,"EventData":{"Hashes":"MD5=AB,IMPHASH=CD"}}',
+        b'{"EventID":"4625","Channel":"Security","Hostname":"dc1","EventRecordID":"99999999999999999999"}',
+    ]
+    dead = DeadLetter()
+    first, second = _read(b"\n".join(lines), dead)
+    assert dead.count == 0
+    assert first["_host"] == "ws1" and second["_host"] == "dc1"
+    # Hashes from a nested object are split as the record's own would be.
+    assert first["Hashes"] == "MD5=AB,IMPHASH=CD" and first["MD5"] == "AB" and first["IMPHASH"] == "CD"
+    # A record number beyond 64 bits is no Windows record number: the line numbers the record.
+    assert first["_record"] == 1 and second["_record"] == 2
+
+
 def test_array_and_pretty_printed_objects() -> None:
     obj = b'{\n  "EventID": 1,\n  "Channel": "Microsoft-Windows-Sysmon/Operational",\n  "Image": "a{b}"\n}'
     dead = DeadLetter()

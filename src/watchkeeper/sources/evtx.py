@@ -15,7 +15,7 @@ from watchkeeper.events import col
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import spool
-from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event
+from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event, record_number
 
 MAGIC = b"ElfFile\x00"
 _HEADER_SIZE = 4096
@@ -125,7 +125,7 @@ class EvtxSource(Source):
                 continue
             # The System EventRecordID survives exports that renumber the file's own records.
             text = row.get("EventRecordID")
-            builder.add(row, int(text) if text is not None and text.isdigit() else number)
+            builder.add(row, record_number(text, number))
             self._files.append(origin)
             if builder.n >= self.batch_size:
                 yield self._build()

@@ -27,6 +27,7 @@ _HASH_NAMES = frozenset({"SHA1", "MD5", "SHA256", "IMPHASH", "SHA384", "SHA512"}
 _AUDIT_FAILURE = 0x0010000000000000
 _AUDIT_SUCCESS = 0x0020000000000000
 _FAILURE_IDS = frozenset({"4625", "4771", "529", "530", "531", "532", "533", "534", "535", "536"})
+_MAX_RECORD = 1 << 63
 _SUCCESS_IDS = frozenset({"4624", "4648", "4768", "4769", "528", "540"})
 
 
@@ -106,23 +107,6 @@ def flatten_event(record: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def flatten_flat(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten a flat NXLog / OTRF record: keys kept, values as strings, nested dicts by leaf name."""
-    row: dict[str, Any] = {}
-    for key, value in record.items():
-        t = type(value)
-        if t is str:
-            if value:
-                row[key] = value
-        elif t is int:
-            row[key] = str(value)
-        elif t is dict:
-            _leaves(row, value, key)
-        elif value is not None:
-            _put(row, key, value)
-    return row
-
-
 _TIME_FIELDS = ("TimeCreated_SystemTime", "@timestamp", "TimeCreated", "UtcTime", "EventTime")
 _HOST_FIELDS = ("Computer", "Hostname")
 _USER_FIELDS = ("User", "TargetUserName", "SubjectUserName", "AccountName")
@@ -136,8 +120,11 @@ _FILE_FIELDS = ("TargetFilename", "ImageLoaded", "FileName", "ObjectName")
 def _coalesce(
     cols: Mapping[str, pa.Array], names: tuple[str, ...], dash_is_absent: bool = False
 ) -> pa.Array | None:
-    """The first present value among `names`, row by row (None when no such column exists)."""
-    present = [cols[n] for n in names if n in cols]
+    """The first present value among `names`, row by row (None when no such column exists).
+
+    `cols` is keyed by lower-cased name: a field counts in whatever spelling the data gave it.
+    """
+    present = [cols[n.lower()] for n in names if n.lower() in cols]
     if dash_is_absent:
         # Windows writes "-" for an empty account or address; it is not a value.
         present = [pc.if_else(pc.equal(a, "-"), pa.scalar(None, pa.string()), a) for a in present]
@@ -181,6 +168,13 @@ def outcome(keywords: str | None, event_id: str | None) -> str | None:
     if len(_OUTCOMES) < 4096:
         _OUTCOMES[key] = result
     return result
+
+
+def record_number(text: str | None, otherwise: int) -> int:
+    """The record number an `EventRecordID` text gives, or `otherwise` when it gives none that fits."""
+    if text is not None and text.isdigit() and len(text) < 19:
+        return int(text)
+    return otherwise
 
 
 def split_hashes(row: dict[str, Any]) -> None:
@@ -265,8 +259,13 @@ class ColumnBuilder:
                     column = columns[key] = [None] * self.capacity
                 if column[i] is None:
                     column[i] = value
-        if "Hashes" in record or "Hash" in record:
-            hashes: dict[str, Any] = {k: record[k] for k in _HASH_FIELDS if type(record.get(k)) is str}
+        if "Hashes" in record or "Hash" in record or (nested and ("Hashes" in nested or "Hash" in nested)):
+            # The lists as the row holds them: the record's own, else a nested leaf's.
+            hashes: dict[str, Any] = {}
+            for field in _HASH_FIELDS:
+                held = columns.get(field)
+                if held is not None and held[i] is not None:
+                    hashes[field] = held[i]
             split_hashes(hashes)
             for key, value in hashes.items():
                 column = columns.get(key)
@@ -275,7 +274,8 @@ class ColumnBuilder:
                 if column[i] is None:
                     column[i] = value
         number = record.get("RecordNumber")
-        self.records.append(number if type(number) is int else line)
+        # A record number beyond 64 bits is not one Windows wrote: the line numbers the record.
+        self.records.append(number if type(number) is int and 0 <= number < _MAX_RECORD else line)
         keywords = columns.get("Keywords")
         event_id = columns.get("EventID")
         self.outcomes.append(
@@ -310,19 +310,20 @@ class ColumnBuilder:
             cols[key] = array
         names = list(cols)
         arrays = [cols[k] for k in names]
-        when = _coalesce(cols, _TIME_FIELDS)
+        lowered = {by_lower_key: cols[first] for by_lower_key, first in by_lower.items()}
+        when = _coalesce(lowered, _TIME_FIELDS)
         core: dict[str, pa.Array] = {
             "_time": _utc_time(when) if when is not None else pa.nulls(n, pa.timestamp("us", tz="UTC")),
             "_source": pa.array([source] * n, pa.string()),
             "_file": pa.array([file] * n, pa.string()),
             "_record": pa.array(self.records, pa.int64()),
-            "_host": _coalesce(cols, _HOST_FIELDS),
-            "_user": _coalesce(cols, _USER_FIELDS, dash_is_absent=True),
-            "_src_ip": _coalesce(cols, _SRC_IP_FIELDS, dash_is_absent=True),
-            "_dst_ip": _coalesce(cols, _DST_IP_FIELDS, dash_is_absent=True),
-            "_process": _coalesce(cols, _PROCESS_FIELDS),
-            "_command_line": _coalesce(cols, _COMMAND_FIELDS),
-            "_file_path": _coalesce(cols, _FILE_FIELDS),
+            "_host": _coalesce(lowered, _HOST_FIELDS),
+            "_user": _coalesce(lowered, _USER_FIELDS, dash_is_absent=True),
+            "_src_ip": _coalesce(lowered, _SRC_IP_FIELDS, dash_is_absent=True),
+            "_dst_ip": _coalesce(lowered, _DST_IP_FIELDS, dash_is_absent=True),
+            "_process": _coalesce(lowered, _PROCESS_FIELDS),
+            "_command_line": _coalesce(lowered, _COMMAND_FIELDS),
+            "_file_path": _coalesce(lowered, _FILE_FIELDS),
             "_outcome": pa.array(self.outcomes, pa.string()),
         }
         for name, array in core.items():

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event
+from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event, record_number
 
 # Keys that make a flat object a Windows event as NXLog / Winlogbeat-less shippers write it.
 _FLAT_ID = "EventID"
@@ -101,7 +101,7 @@ class WindowsJsonSource(Source):
         if isinstance(event, dict):
             row = flatten_event(value)
             text = row.get("EventRecordID")
-            builder.add(row, int(text) if text is not None and text.isdigit() else line)
+            builder.add(row, record_number(text, line))
         else:
             builder.add_flat(value, line)
 
