@@ -29,6 +29,8 @@ from watchkeeper.sources.deadletter import DeadLetter
 
 #: How many archive levels are opened: an archive, and archives inside it.
 MAX_DEPTH = 2
+#: The first bytes of a member read to tell its kind (archive magic, log format).
+HEAD_BYTES = 64 * 1024
 #: Nested archives need seeking (zip) and are spooled; beyond this size the spool goes to disk.
 SPOOL_MEMORY = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -52,6 +54,8 @@ class Member:
     display: str
     size: int | None
     opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+    #: The first `HEAD_BYTES` (all of a shorter member) when the walk has read them already.
+    head: bytes | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> AbstractContextManager[BinaryIO]:
         """Open the member for binary reading (valid until the walk moves to the next member)."""
@@ -188,9 +192,7 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._tail.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        return self._tail.readinto(buffer)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._tail.close()
@@ -307,24 +309,27 @@ def _nested_or_plain(
 ) -> Iterator[Member]:
     """A member that may itself be an archive: opened when depth allows, else yielded as is."""
     recorded = dead.by_file[display]
-    stream = guarded(open_raw(), display, dead)
-    head = _read_head(stream, 512)
+    # The head is read from the unbuffered stream, then put back in front of it: one buffering
+    # layer between the decompressor and the reader, not one per look at the head.
+    raw = _Guarded(open_raw(), display, dead)
+    head = _read_head(raw, HEAD_BYTES)  # type: ignore[arg-type]
     if not head and dead.by_file[display] > recorded:
-        stream.close()
+        raw.close()
         return  # damaged from its first byte: recorded once, nothing left to read
+    stream: BinaryIO = io.BufferedReader(_Prefixed(head, raw), buffer_size=_CHUNK)  # type: ignore[arg-type, assignment]
     kind = _kind(head)
     if kind is not None and depth < MAX_DEPTH:
-        with stream, spool(with_head(head, stream)) as spooled:
+        with stream, spool(stream) as spooled:
             yield from _archive(kind, spooled, display, dead, depth + 1)
         return
-    # The probe stream, put back together, serves the first open (a streaming tar cannot reopen).
-    pending = [with_head(head, stream)]
+    # The probe stream serves the first open (a streaming tar cannot reopen).
+    pending = [stream]
 
     def reopen() -> BinaryIO:
         return pending.pop() if pending else guarded(open_raw(), display, dead)
 
     try:
-        yield Member(display, size, reopen)
+        yield Member(display, size, reopen, head)
     finally:
         for unused in pending:
             unused.close()
