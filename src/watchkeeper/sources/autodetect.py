@@ -12,10 +12,10 @@ import pyarrow as pa
 from watchkeeper.sources import load_all
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.inputs import HEAD_BYTES, Member, iter_members, with_head
+from watchkeeper.sources.inputs import Member, iter_members, with_head
 
 #: Bytes of a file every source's `sniff` sees.
-HEAD_SIZE = HEAD_BYTES
+HEAD_SIZE = 64 * 1024
 #: Below this confidence a source's claim is not taken.
 MIN_CONFIDENCE = 0.1
 
@@ -75,12 +75,8 @@ def read_inputs(
     current: Source | None = None  # the source of the previous input, which may hold rows back
     for member in iter_members(paths, dead):
         recorded = dead.by_file[member.display]
-        with member.open() as opened:
-            if member.head is not None:
-                head, stream = member.head, opened  # read by the walk; the stream starts at 0
-            else:
-                head = _read_head(opened, HEAD_SIZE)
-                stream = with_head(head, opened)
+        with member.open() as stream:
+            head = _read_head(stream, HEAD_SIZE)
             if not head:
                 if on_member is not None:
                     on_member(member, None)
@@ -90,7 +86,7 @@ def read_inputs(
             if source is not None:
                 if on_member is not None:
                     on_member(member, source.name)
-                yield from source.read(stream, member.display, dead)
+                yield from source.read(with_head(head, stream), member.display, dead)
                 continue
             found = detect(head, member.display)
             if on_member is not None:
@@ -102,6 +98,6 @@ def read_inputs(
                 if current is not None:
                     yield from current.flush()
                 current = found(batch_size)
-            yield from current.read_pending(stream, member.display, dead)
+            yield from current.read_pending(with_head(head, stream), member.display, dead)
     if current is not None:
         yield from current.flush()

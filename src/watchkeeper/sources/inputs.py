@@ -29,8 +29,6 @@ from watchkeeper.sources.deadletter import DeadLetter
 
 #: How many archive levels are opened: an archive, and archives inside it.
 MAX_DEPTH = 2
-#: The first bytes of a member read to tell its kind (archive magic, log format).
-HEAD_BYTES = 64 * 1024
 #: Nested archives need seeking (zip) and are spooled; beyond this size the spool goes to disk.
 SPOOL_MEMORY = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -54,8 +52,6 @@ class Member:
     display: str
     size: int | None
     opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
-    #: The first `HEAD_BYTES` (all of a shorter member) when the walk has read them already.
-    head: bytes | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> AbstractContextManager[BinaryIO]:
         """Open the member for binary reading (valid until the walk moves to the next member)."""
@@ -309,27 +305,24 @@ def _nested_or_plain(
 ) -> Iterator[Member]:
     """A member that may itself be an archive: opened when depth allows, else yielded as is."""
     recorded = dead.by_file[display]
-    # The head is read from the unbuffered stream, then put back in front of it: one buffering
-    # layer between the decompressor and the reader, not one per look at the head.
-    raw = _Guarded(open_raw(), display, dead)
-    head = _read_head(raw, HEAD_BYTES)  # type: ignore[arg-type]
+    stream = guarded(open_raw(), display, dead)
+    head = _read_head(stream, 512)
     if not head and dead.by_file[display] > recorded:
-        raw.close()
+        stream.close()
         return  # damaged from its first byte: recorded once, nothing left to read
-    stream: BinaryIO = io.BufferedReader(_Prefixed(head, raw), buffer_size=_CHUNK)  # type: ignore[arg-type, assignment]
     kind = _kind(head)
     if kind is not None and depth < MAX_DEPTH:
-        with stream, spool(stream) as spooled:
+        with stream, spool(with_head(head, stream)) as spooled:
             yield from _archive(kind, spooled, display, dead, depth + 1)
         return
-    # The probe stream serves the first open (a streaming tar cannot reopen).
-    pending = [stream]
+    # The probe stream, put back together, serves the first open (a streaming tar cannot reopen).
+    pending = [with_head(head, stream)]
 
     def reopen() -> BinaryIO:
         return pending.pop() if pending else guarded(open_raw(), display, dead)
 
     try:
-        yield Member(display, size, reopen, head)
+        yield Member(display, size, reopen)
     finally:
         for unused in pending:
             unused.close()
