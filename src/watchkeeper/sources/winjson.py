@@ -86,7 +86,10 @@ class WindowsJsonSource(Source):
                 kind = "an array" if isinstance(value, list) else "a scalar"
                 dead.add(origin, line, f"line {line} holds {kind}, not a JSON object")
                 continue
-            self._add(builder, value, line)
+            if "Event" in value:
+                self._add(builder, value, line)
+            else:
+                builder.add_flat(value, line)  # NXLog / OTRF: the common case, called directly
             size += length
             # Rows alone do not bound memory: OTRF events carry kilobytes of rendered `Message`.
             if builder.n >= self.batch_size or size >= BATCH_BYTES:
@@ -110,15 +113,16 @@ class WindowsJsonSource(Source):
         number = 0
         for raw in stream:
             number += 1
-            text = raw.strip()
-            if number == 1:
-                text = text.removeprefix(_BOM).lstrip()
-            if not text:
-                continue
+            # JSON allows the whitespace around a value: a line is decoded as read, not copied
+            # stripped first (OTRF lines carry kilobytes).
+            text = raw.removeprefix(_BOM).lstrip() if number == 1 else raw
             try:
                 yield number, orjson.loads(text), len(text)
                 continue
             except orjson.JSONDecodeError as exc:
+                text = text.strip()
+                if not text:
+                    continue
                 if not text.startswith((b"{", b"[")) or number > 1:
                     dead.add(origin, number, f"line {number}: invalid JSON: {exc}", raw)
                     continue
