@@ -329,8 +329,9 @@ class ColumnBuilder:
         for name, array in core.items():
             names.append(name)
             arrays.append(array if array is not None else pa.nulls(n, RESERVED_COLUMNS[name]))
+        # The capacity reached is kept: the next batch of this input is likely as large, and
+        # growing again (every column extended, three times over) cost 2% of reading OTRF.
         self.n = 0
-        self.capacity = min(self.limit, 64)
         self.columns = {}
         self.records = []
         self.outcomes = []
