@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -205,7 +206,6 @@ class ColumnBuilder:
         self.n = 0
         self.columns: dict[str, list[str | None]] = {}
         self.records: list[int] = []
-        self.outcomes: list[str | None] = []
 
     def add(self, row: Mapping[str, str], record: int) -> None:
         """Append one flattened row (string values) with its record number."""
@@ -222,7 +222,6 @@ class ColumnBuilder:
                 column = columns[key] = [None] * self.capacity
             column[i] = value
         self.records.append(record)
-        self.outcomes.append(outcome(row.get("Keywords"), row.get("EventID")))
         self.n = i + 1
 
     def add_flat(self, record: Mapping[str, Any], line: int) -> None:
@@ -276,13 +275,6 @@ class ColumnBuilder:
         number = record.get("RecordNumber")
         # A record number beyond 64 bits is not one Windows wrote: the line numbers the record.
         self.records.append(number if type(number) is int and 0 <= number < _MAX_RECORD else line)
-        keywords = columns.get("Keywords")
-        event_id = columns.get("EventID")
-        self.outcomes.append(
-            outcome(
-                keywords[i] if keywords is not None else None, event_id[i] if event_id is not None else None
-            )
-        )
         self.n = i + 1
 
     def _grow(self) -> None:
@@ -324,7 +316,7 @@ class ColumnBuilder:
             "_process": _coalesce(lowered, _PROCESS_FIELDS),
             "_command_line": _coalesce(lowered, _COMMAND_FIELDS),
             "_file_path": _coalesce(lowered, _FILE_FIELDS),
-            "_outcome": pa.array(self.outcomes, pa.string()),
+            "_outcome": _outcomes(cols.get("Keywords"), cols.get("EventID"), n),
         }
         for name, array in core.items():
             names.append(name)
@@ -334,8 +326,29 @@ class ColumnBuilder:
         self.n = 0
         self.columns = {}
         self.records = []
-        self.outcomes = []
         return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _outcomes(keywords: pa.Array | None, event_ids: pa.Array | None, n: int) -> pa.Array:
+    """`outcome` of each row, computed once per distinct (Keywords, EventID) pair."""
+    if keywords is None and event_ids is None:
+        return pa.nulls(n, pa.string())
+    k_values, k_codes = _codes(keywords, n)
+    e_values, e_codes = _codes(event_ids, n)
+    width = len(e_values)
+    pairs, inverse = np.unique(k_codes * width + e_codes, return_inverse=True)
+    distinct = [outcome(k_values[p // width], e_values[p % width]) for p in pairs.tolist()]
+    return pa.array(distinct, pa.string()).take(pa.array(inverse.reshape(-1)))
+
+
+def _codes(column: pa.Array | None, n: int) -> tuple[list[str | None], np.ndarray]:
+    """The distinct values of a column (None last) and each row's index among them."""
+    if column is None:
+        return [None], np.zeros(n, dtype=np.int64)
+    encoded = column.dictionary_encode()
+    values: list[str | None] = [*encoded.dictionary.to_pylist(), None]
+    codes = encoded.indices.fill_null(len(values) - 1).to_numpy().astype(np.int64)
+    return values, codes
 
 
 # --- Sigma logsources ------------------------------------------------------------------------------
