@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import col, text_columns
+from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.assign import Assignments
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
@@ -371,5 +371,5 @@ def _batch(
             names.append(name)
             arrays.append(column)
     names, arrays = text_columns(names, arrays)
-    head = [pa.array([source] * n, pa.string()), pa.array([origin] * n, pa.string())]
+    head = [repeated(source, n), repeated(origin, n)]
     return pa.RecordBatch.from_arrays([*head, *arrays], names=[col("source"), col("file"), *names])

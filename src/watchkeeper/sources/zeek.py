@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from watchkeeper.events import col, text_columns
+from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times
+from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, surely_not_numbers
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -324,8 +324,8 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
     names = batch.schema.names
     arrays: list[pa.Array] = list(batch.columns)
     extra: dict[str, pa.Array] = {
-        _SOURCE: pa.array([source] * n, pa.string()),
-        _FILE: pa.array([origin] * n, pa.string()),
+        _SOURCE: repeated(source, n),
+        _FILE: repeated(origin, n),
         _RECORD: records,
     }
     if "ts" in names:
@@ -354,6 +354,8 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
 
 def _ts(values: pa.Array) -> pa.Array:
     """Zeek `ts` (epoch seconds with a fraction, or ISO 8601 text) as UTC timestamps."""
+    if surely_not_numbers(values):
+        return iso_times(values)
     try:
         seconds = pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
