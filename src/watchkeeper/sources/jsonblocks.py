@@ -75,7 +75,7 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
     while True:
         try:
             table = pj.read_json(
-                io.BytesIO(block),
+                pa.BufferReader(block),  # zero-copy; a Python file object is copied from
                 read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
                 parse_options=pj.ParseOptions(
                     explicit_schema=pa.schema(list(hints.items())) if hints else None,

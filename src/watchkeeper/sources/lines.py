@@ -77,17 +77,27 @@ def iter_line_blocks(
         chunk = stream.read(block_bytes)
         if not chunk:
             break
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n") + 1
+        cut = chunk.rfind(b"\n") + 1
         if cut == 0:
-            if len(data) > max_line:
-                # A line with no end in sight: skip it in bounded reads, memory stays flat.
-                pending = _skip_overlong(stream, data, number, origin, dead, max_line)
-                number += 1
+            data = pending + chunk if pending else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) > max_line:
+                    # A line with no end in sight: skip it in bounded reads, memory stays flat.
+                    pending = _skip_overlong(stream, data, number, origin, dead, max_line)
+                    number += 1
+                else:
+                    pending = data
+                continue
+            block, pending = data[:cut], data[cut:]
+        else:
+            # One copy at most (none for a chunk ending a line): each fresh megabyte costs page
+            # faults as well as the copy.
+            if pending:
+                block = b"".join((pending, memoryview(chunk)[:cut]))
             else:
-                pending = data
-            continue
-        block, pending = data[:cut], data[cut:]
+                block = chunk if cut == len(chunk) else chunk[:cut]
+            pending = chunk[cut:]
         yield number, block
         number += block.count(b"\n")
     if pending:
