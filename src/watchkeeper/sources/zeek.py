@@ -259,10 +259,14 @@ class ZeekSource(Source):
             else:
                 # JSON Streaming Logs interleave log types in one file: one batch per type.
                 paths = table.column("_path").combine_chunks()
-                groups = []
-                for kind in pc.unique(paths).to_pylist():
-                    mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
-                    groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
+                kinds = pc.unique(paths).to_pylist()
+                if len(kinds) == 1:  # a file of one type: no filter, which would copy every column
+                    groups = [(kinds[0] or default, table, block.records)]
+                else:
+                    groups = []
+                    for kind in kinds:
+                        mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
+                        groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
             for kind, part, records in groups:
                 names: list[str] = []
                 arrays: list[pa.Array] = []
