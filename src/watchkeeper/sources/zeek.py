@@ -430,9 +430,11 @@ class _LineGuard(io.RawIOBase):
             out += b"#\n"
             body = data[first + 1 : last + 1]
         else:
-            body = self.pending + data[: last + 1]
+            body = b"".join((self.pending, memoryview(data)[: last + 1]))  # one copy, not two
         self.pending = data[last + 1 :]
         self.lines += body.count(b"\n")
+        if body.isascii():  # the usual case, checked far faster than a decode and an encode
+            return out + body if out else body
         # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
         # as in the other text sources) instead of failing pyarrow's string conversion.
         return out + body.decode("utf-8", "replace").encode()
