@@ -59,6 +59,12 @@ def native_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
     return [n for n in batch.schema.names if n not in RESERVED_COLUMNS]
 
 
+def repeated(value: str, n: int) -> pa.Array:
+    """A string column holding `value` in all `n` rows (`_source`, `_file`)."""
+    # Arrow fills it in C: a Python list of n references costs ten times as much.
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 def _typed(name: str, values: list[Any], n: int) -> pa.Array:
     kind = RESERVED_COLUMNS[name]
     if pa.types.is_timestamp(kind):

@@ -89,3 +89,10 @@ def test_fields_that_change_type_fall_back_without_loss() -> None:
     rows, dead = by_blocks(data, 1 << 20)
     assert dead == 0
     assert [rows[i]["a"] for i in (1, 2, 3, 4)] == ["1", "one", "1,x", '{"b":2}']
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 120), max_size=40), st.sampled_from([8, 33, 100]), st.sampled_from([64, 4096]))
+def test_long_lines_are_found_wherever_they_fall(sizes: list[int], max_line: int, block_bytes: int) -> None:
+    data = b"\n".join(orjson.dumps({"a": "y" * n}) for n in sizes)
+    assert by_blocks(data, block_bytes, max_line) == by_lines(data, max_line)

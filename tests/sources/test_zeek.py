@@ -101,6 +101,14 @@ def test_short_row_long_line_and_bytes() -> None:
     assert dead.count == 2
 
 
+def test_tsv_bad_utf8_becomes_replacement_characters() -> None:
+    rows = b"1.5\tC1\t10.0.0.1\t10.0.0.2\t1\t2\tT\n2.5\tC\xff2\t10.0.0.1\t10.0.0.2\t1\t2\tF\n"
+    batches, dead = read(HEADER + rows)
+    table = pa.Table.from_batches(batches)
+    assert table.column("uid").to_pylist() == ["C1", "C\ufffd2"]
+    assert dead.count == 0
+
+
 def test_json_bad_lines() -> None:
     data = b'{"_path":"dns","ts":1.0,"id.orig_h":"1.2.3.4","answers":["a","b"]}\n[1,2]\n{bad\n{"ts":"2024-01-01T00:00:00Z"}\n'
     batches, dead = read(data, "dns.json")

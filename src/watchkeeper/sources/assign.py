@@ -36,10 +36,17 @@ class Assignments:
 
     def column(self, name: str) -> pa.Array:
         """The whole column of one field: the last value set per row, null where never set."""
+        pieces = self.pieces.get(name, [])
+        if len(pieces) == 1:
+            rows, only = pieces[0]
+            # Set once on every row, in order (a header field): the values are the column.
+            if not isinstance(only, str) and len(rows) == self.n and (rows == np.arange(self.n)).all():
+                column = only.cast(pa.string()) if only.type != pa.string() else only
+                return pc.if_else(pc.equal(column, ""), None, column)
         parts: list[pa.Array] = []
         index = np.full(self.n, -1, dtype=np.int64)
         offset = 0
-        for rows, values in self.pieces.get(name, []):
+        for rows, values in pieces:
             if isinstance(values, str):
                 parts.append(pa.array([values], pa.string()))
                 index[rows] = offset

@@ -12,7 +12,7 @@ import pyarrow as pa
 from watchkeeper.sources import load_all
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.inputs import Member, iter_members, with_head
+from watchkeeper.sources.inputs import Member, iter_members, peek_head, with_head
 
 #: Bytes of a file every source's `sniff` sees.
 HEAD_SIZE = 64 * 1024
@@ -75,8 +75,13 @@ def read_inputs(
     current: Source | None = None  # the source of the previous input, which may hold rows back
     for member in iter_members(paths, dead):
         recorded = dead.by_file[member.display]
-        with member.open() as stream:
-            head = _read_head(stream, HEAD_SIZE)
+        with member.open() as opened:
+            head = peek_head(opened, HEAD_SIZE)
+            if head is not None:
+                stream = opened
+            else:
+                head = _read_head(opened, HEAD_SIZE)
+                stream = with_head(head, opened)
             if not head:
                 if on_member is not None:
                     on_member(member, None)
@@ -86,7 +91,7 @@ def read_inputs(
             if source is not None:
                 if on_member is not None:
                     on_member(member, source.name)
-                yield from source.read(with_head(head, stream), member.display, dead)
+                yield from source.read(stream, member.display, dead)
                 continue
             found = detect(head, member.display)
             if on_member is not None:
@@ -98,6 +103,6 @@ def read_inputs(
                 if current is not None:
                     yield from current.flush()
                 current = found(batch_size)
-            yield from current.read_pending(with_head(head, stream), member.display, dead)
+            yield from current.read_pending(stream, member.display, dead)
     if current is not None:
         yield from current.flush()

@@ -76,6 +76,8 @@ class _Guarded(io.RawIOBase):
         self._dead = dead
         self._broken = False
         self._read: Callable[[int], bytes] = getattr(inner, "read1", inner.read)
+        # A raw stream (our gunzip) decodes straight into the caller's buffer: no copy between.
+        self._readinto = inner.readinto if isinstance(inner, io.RawIOBase) else None
 
     def readable(self) -> bool:
         return True
@@ -84,6 +86,8 @@ class _Guarded(io.RawIOBase):
         if self._broken:
             return 0
         try:
+            if self._readinto is not None:
+                return self._readinto(buffer) or 0
             # read1: one underlying read, so bytes decoded before damage are not lost with it.
             data = self._read(len(buffer))
         except _DAMAGE as exc:
@@ -215,6 +219,18 @@ def _unclosed(inner: BinaryIO) -> BinaryIO:
     return _Unclosed(inner)  # type: ignore[return-value]
 
 
+def peek_head(stream: BinaryIO, size: int) -> bytes | None:
+    """The first `size` bytes of a buffered stream, left unread, or None if its buffer holds fewer.
+
+    Peeking spares the layer `with_head` adds to put bytes back, which copies every byte read.
+    """
+    peek = getattr(stream, "peek", None)
+    if peek is None:
+        return None
+    data = peek(size)
+    return data[:size] if len(data) >= size else None
+
+
 def with_head(head: bytes, stream: BinaryIO) -> BinaryIO:
     """A stream reading `head` again, then the rest of `stream` (rewinds when it can seek)."""
     if stream.seekable():
@@ -306,17 +322,21 @@ def _nested_or_plain(
     """A member that may itself be an archive: opened when depth allows, else yielded as is."""
     recorded = dead.by_file[display]
     stream = guarded(open_raw(), display, dead)
-    head = _read_head(stream, 512)
+    head = peek_head(stream, 512)
+    whole = stream
+    if head is None:
+        head = _read_head(stream, 512)
+        whole = with_head(head, stream)
     if not head and dead.by_file[display] > recorded:
         stream.close()
         return  # damaged from its first byte: recorded once, nothing left to read
     kind = _kind(head)
     if kind is not None and depth < MAX_DEPTH:
-        with stream, spool(with_head(head, stream)) as spooled:
+        with stream, spool(whole) as spooled:
             yield from _archive(kind, spooled, display, dead, depth + 1)
         return
     # The probe stream, put back together, serves the first open (a streaming tar cannot reopen).
-    pending = [with_head(head, stream)]
+    pending = [whole]
 
     def reopen() -> BinaryIO:
         return pending.pop() if pending else guarded(open_raw(), display, dead)
@@ -357,7 +377,8 @@ def _gzip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[
 
     def open_raw() -> BinaryIO:
         fh.seek(start)
-        return gunzip(_unclosed(fh))
+        # Raw: `guarded` buffers it once; a second buffer would copy every byte again.
+        return _Gunzip(_unclosed(fh))  # type: ignore[return-value]
 
     yield from _nested_or_plain(f"{display}!{stem}", None, open_raw, dead, depth)
 

@@ -68,14 +68,13 @@ def iter_text_blocks(
 
 def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.Table | None:
     """The block as text columns, or None when only the line-by-line path reads it right."""
-    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)
-    lengths = np.diff(ends, prepend=-1) - 1
-    if len(ends) == 0 or int(lengths.max()) > max_line or int(lengths.min()) == 0:
+    lines = block.count(b"\n")
+    if lines == 0 or block.startswith(b"\n") or b"\n\n" in block or _has_long_line(block, max_line):
         return None  # over-long or blank lines: the line path reports and skips them
     while True:
         try:
             table = pj.read_json(
-                io.BytesIO(block),
+                pa.BufferReader(block),  # zero-copy; a Python file object is copied from
                 read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
                 parse_options=pj.ParseOptions(
                     explicit_schema=pa.schema(list(hints.items())) if hints else None,
@@ -85,7 +84,7 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        if table.num_rows != len(ends):
+        if table.num_rows != lines:
             return None
         retry = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
         if not retry:
@@ -109,6 +108,24 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
         arrays.append(text)
     # Rows without a single value (`{}` lines) are rows all the same: the line path keeps them.
     return pa.Table.from_arrays(arrays, names=names) if names else None
+
+
+def _has_long_line(block: bytes, max_line: int) -> bool:
+    """Whether a line of `block` (each ends in a newline) may be longer than `max_line` bytes.
+
+    Every stretch of `max_line // 2` bytes holding a newline bounds each line below `max_line`:
+    a few searches instead of an array of every newline's position.
+    """
+    step = max(max_line // 2, 1)
+    for start in range(0, len(block), step):
+        if block.find(b"\n", start, start + step) < 0:
+            return _longest_line(block) > max_line
+    return False
+
+
+def _longest_line(block: bytes) -> int:
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)
+    return int((np.diff(ends, prepend=-1) - 1).max())
 
 
 def _text(arr: pa.Array) -> pa.Array | None:

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col, text_columns
+from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col, repeated, text_columns
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
@@ -138,7 +138,7 @@ class MappedSource(Source):
                     fields[col(target)] = value
             fields[col("record")] = block.records
             names, arrays = text_columns(list(fields), list(fields.values()))
-            head = [pa.array([self.label] * n, pa.string()), pa.array([origin] * n, pa.string())]
+            head = [repeated(self.label, n), repeated(origin, n)]
             batch = pa.RecordBatch.from_arrays([*head, *arrays], names=[col("source"), col("file"), *names])
             for start in range(0, n, self.batch_size):
                 yield batch.slice(start, self.batch_size)

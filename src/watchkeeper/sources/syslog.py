@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import col, text_columns
+from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.assign import Assignments
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
@@ -361,15 +361,22 @@ def _batch(
     parsed: ParsedBlock, mask: np.ndarray, numbers: np.ndarray, source: str, origin: str
 ) -> pa.RecordBatch:
     """One source's rows of a parsed block as a batch."""
-    take = pa.array(np.flatnonzero(mask))
-    n = len(take)
+    # Usually one source has every row of a block (an auth.log): then nothing is gathered.
+    take = None if mask.all() else pa.array(np.flatnonzero(mask))
+    n = len(mask) if take is None else len(take)
     names = [_TIME, _RECORD]
-    arrays = [parsed.times.take(take), pa.array(numbers[mask])]
+    arrays = (
+        [parsed.times, pa.array(numbers)]
+        if take is None
+        else [parsed.times.take(take), pa.array(numbers[mask])]
+    )
     for name in parsed.fields.names():
-        column = parsed.fields.column(name).take(take)
+        column = parsed.fields.column(name)
+        if take is not None:
+            column = column.take(take)
         if column.null_count < n:
             names.append(name)
             arrays.append(column)
     names, arrays = text_columns(names, arrays)
-    head = [pa.array([source] * n, pa.string()), pa.array([origin] * n, pa.string())]
+    head = [repeated(source, n), repeated(origin, n)]
     return pa.RecordBatch.from_arrays([*head, *arrays], names=[col("source"), col("file"), *names])

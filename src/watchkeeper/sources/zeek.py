@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from watchkeeper.events import col, text_columns
+from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times
+from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, surely_not_numbers
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -259,10 +259,14 @@ class ZeekSource(Source):
             else:
                 # JSON Streaming Logs interleave log types in one file: one batch per type.
                 paths = table.column("_path").combine_chunks()
-                groups = []
-                for kind in pc.unique(paths).to_pylist():
-                    mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
-                    groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
+                kinds = pc.unique(paths).to_pylist()
+                if len(kinds) == 1:  # a file of one type: no filter, which would copy every column
+                    groups = [(kinds[0] or default, table, block.records)]
+                else:
+                    groups = []
+                    for kind in kinds:
+                        mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
+                        groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
             for kind, part, records in groups:
                 names: list[str] = []
                 arrays: list[pa.Array] = []
@@ -324,8 +328,8 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
     names = batch.schema.names
     arrays: list[pa.Array] = list(batch.columns)
     extra: dict[str, pa.Array] = {
-        _SOURCE: pa.array([source] * n, pa.string()),
-        _FILE: pa.array([origin] * n, pa.string()),
+        _SOURCE: repeated(source, n),
+        _FILE: repeated(origin, n),
         _RECORD: records,
     }
     if "ts" in names:
@@ -354,6 +358,8 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
 
 def _ts(values: pa.Array) -> pa.Array:
     """Zeek `ts` (epoch seconds with a fraction, or ISO 8601 text) as UTC timestamps."""
+    if surely_not_numbers(values):
+        return iso_times(values)
     try:
         seconds = pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -424,9 +430,11 @@ class _LineGuard(io.RawIOBase):
             out += b"#\n"
             body = data[first + 1 : last + 1]
         else:
-            body = self.pending + data[: last + 1]
+            body = b"".join((self.pending, memoryview(data)[: last + 1]))  # one copy, not two
         self.pending = data[last + 1 :]
         self.lines += body.count(b"\n")
+        if body.isascii():  # the usual case, checked far faster than a decode and an encode
+            return out + body if out else body
         # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
         # as in the other text sources) instead of failing pyarrow's string conversion.
         return out + body.decode("utf-8", "replace").encode()
