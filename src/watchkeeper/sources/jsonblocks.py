@@ -32,6 +32,9 @@ from watchkeeper.sources.lines import (
 )
 
 _NEWLINE = 10
+#: From here on not every integer is a float: pyarrow reading `[9007199254740993, 0.5]` as floats
+#: would print 9007199254740992.
+_EXACT_FLOATS = 2.0**53
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def _text(arr: pa.Array) -> pa.Array | None:
     if pa.types.is_integer(kind):
         return pc.cast(arr, pa.string())
     if pa.types.is_floating(kind):
+        if (pc.max(pc.abs(arr)).as_py() or 0) >= _EXACT_FLOATS:
+            return None  # maybe integers pyarrow made floats (beside a float): the line path keeps them
         return _float_text(arr)
     if pa.types.is_list(kind):
         values = _text(arr.values)
