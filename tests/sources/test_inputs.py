@@ -76,6 +76,34 @@ def test_corrupt_zip_member_is_dead_lettered(tmp_path: Path) -> None:
     assert "damaged" in reasons[0]
 
 
+def test_damaged_deflated_members_are_dead_lettered(tmp_path: Path) -> None:
+    # Deflated members are inflated by ISA-L (`zipmember`): its checks must catch what zipfile's do.
+    path = tmp_path / "z.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bad_crc.json", LINES)
+        zf.writestr("bad_data.json", LINES * 3)
+        zf.writestr("good.json", LINES)
+    with zipfile.ZipFile(path) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+    data = bytearray(path.read_bytes())
+    # The CRC-32 the central directory declares for bad_crc.json, made wrong.
+    entry = data.index(b"bad_crc.json", data.index(b"PK\x01\x02")) - 46  # name follows a 46-byte header
+    data[entry + 16] ^= 0xFF
+    # Compressed bytes of bad_data.json scrambled in the middle.
+    start = infos["bad_data.json"].header_offset + 30 + len("bad_data.json")
+    middle = start + infos["bad_data.json"].compress_size // 2
+    data[middle : middle + 64] = bytes(range(64))
+    path.write_bytes(bytes(data))
+    reasons: list[str] = []
+    dead = DeadLetter(announce=reasons.append)
+    got = _walk([path], dead)
+    assert got[f"{path}!good.json"] == LINES
+    assert dead.by_file[f"{path}!bad_crc.json"] == 1 and dead.by_file[f"{path}!bad_data.json"] == 1
+    assert dead.count == 2
+    assert all("damaged" in r for r in reasons), reasons
+    assert any("CRC" in r for r in reasons)
+
+
 def test_truncated_gzip_yields_what_came_before(tmp_path: Path) -> None:
     data = gzip.compress(LINES * 20)
     path = tmp_path / "t.json.gz"

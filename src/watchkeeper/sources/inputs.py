@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 from isal import isal_zlib
 
 from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.zipmember import inflatable, open_member
 
 #: How many archive levels are opened: an archive, and archives inside it.
 MAX_DEPTH = 2
@@ -356,6 +357,8 @@ def _zip(fh: BinaryIO, display: str, dead: DeadLetter, depth: int) -> Iterator[M
             inner = f"{display}!{info.filename}"
 
             def open_raw(info: zipfile.ZipInfo = info) -> BinaryIO:
+                if inflatable(info):
+                    return open_member(fh, info)
                 return archive.open(info)  # type: ignore[return-value]
 
             try:

@@ -265,7 +265,9 @@ class ZeekSource(Source):
                 else:
                     groups = []
                     for kind in kinds:
-                        mask = pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
+                        mask = (
+                            pc.is_null(paths) if kind is None else pc.fill_null(pc.equal(paths, kind), False)
+                        )
                         groups.append((kind or default, table.filter(mask), block.records.filter(mask)))
             for kind, part, records in groups:
                 names: list[str] = []
