@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
 _SIGNATURE = b"PK\x03\x04"
 _READ = 256 * 1024
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # its stubs declare an instance
 
 
 def inflatable(info: zipfile.ZipInfo) -> bool:
@@ -66,7 +67,11 @@ class _Inflated(io.RawIOBase):
                 self._at += len(data)
                 self._left -= len(data)
                 self._input = data
-            out = self._inflater.decompress(self._input, len(buffer))
+            try:
+                out = self._inflater.decompress(self._input, len(buffer))
+            except _INFLATE_ERROR as exc:
+                # ISA-L's own words ("Error -1 Invalid deflate block found") said plainly.
+                raise zipfile.BadZipFile(f"{self._info.filename}: invalid compressed data ({exc})") from None
             self._input = self._inflater.unconsumed_tail
             if out:
                 self._crc = isal_zlib.crc32(out, self._crc)
