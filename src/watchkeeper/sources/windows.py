@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import RESERVED_COLUMNS, to_utc_timestamp
+from watchkeeper.events import RESERVED_COLUMNS, repeated, to_utc_timestamp
 from watchkeeper.sources.base import LogSourceMapping
 
 #: Fields holding `ALGO=value,ALGO=value` lists that Sigma rules also query one algorithm at a time.
@@ -306,8 +306,8 @@ class ColumnBuilder:
         when = _coalesce(lowered, _TIME_FIELDS)
         core: dict[str, pa.Array] = {
             "_time": _utc_time(when) if when is not None else pa.nulls(n, pa.timestamp("us", tz="UTC")),
-            "_source": pa.array([source] * n, pa.string()),
-            "_file": pa.array([file] * n, pa.string()),
+            "_source": repeated(source, n),
+            "_file": repeated(file, n),
             "_record": pa.array(self.records, pa.int64()),
             "_host": _coalesce(lowered, _HOST_FIELDS),
             "_user": _coalesce(lowered, _USER_FIELDS, dash_is_absent=True),
