@@ -31,7 +31,7 @@ from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, empty_rows, iso_times, surely_not_numbers
+from watchkeeper.sources.lines import MAX_LINE, as_numbers, empty_rows, iso_times
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -360,11 +360,8 @@ def _enrich(batch: pa.RecordBatch, source: str, origin: str, records: pa.Array) 
 
 def _ts(values: pa.Array) -> pa.Array:
     """Zeek `ts` (epoch seconds with a fraction, or ISO 8601 text) as UTC timestamps."""
-    if surely_not_numbers(values):
-        return iso_times(values)
-    try:
-        seconds = pc.cast(values, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    seconds = as_numbers(values)
+    if seconds is None:
         return iso_times(values)
     micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64(), safe=False)
     return pc.cast(micros, pa.timestamp("us", tz="UTC"))
