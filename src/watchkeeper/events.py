@@ -43,6 +43,12 @@ PROVENANCE_FIELDS: dict[str, pa.DataType] = {
 RESERVED: dict[str, pa.DataType] = {**CORE_FIELDS, **PROVENANCE_FIELDS}
 RESERVED_COLUMNS: dict[str, pa.DataType] = {CORE_PREFIX + k: v for k, v in RESERVED.items()}
 
+#: Each record as read (its JSON text, binary), carried only by batches read with a field selection
+#: (`sources.base.FieldSelection`): the fields left out are read from it when a detection needs
+#: them. Never written to the lake.
+RAW_COLUMN = "_raw"
+_NOT_NATIVE = frozenset({*RESERVED_COLUMNS, RAW_COLUMN})
+
 
 def col(name: str) -> str:
     """The batch column name of a core or provenance field (`time` -> `_time`)."""
@@ -51,12 +57,12 @@ def col(name: str) -> str:
 
 def is_native(column: str) -> bool:
     """Whether a batch column holds a source-native field (not core, not provenance)."""
-    return column not in RESERVED_COLUMNS
+    return column not in _NOT_NATIVE
 
 
 def native_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
     """The native field columns of a batch, in order."""
-    return [n for n in batch.schema.names if n not in RESERVED_COLUMNS]
+    return [n for n in batch.schema.names if n not in _NOT_NATIVE]
 
 
 def repeated(value: str, n: int) -> pa.Array:

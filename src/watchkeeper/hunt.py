@@ -20,9 +20,10 @@ import pyarrow as pa
 
 from watchkeeper.detect.levels import level_rank, tactics_of
 from watchkeeper.detect.sigma.engine import Hit, SigmaEngine, serving_mappings
+from watchkeeper.detect.sigma.evaluate import Expand
 from watchkeeper.detect.sigma.loader import RuleProblem, RuleSet, load_rules
 from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
-from watchkeeper.events import col, native_columns
+from watchkeeper.events import RAW_COLUMN, col, native_columns
 from watchkeeper.sources import Source, load_all
 from watchkeeper.sources.deadletter import DeadLetter
 
@@ -147,11 +148,15 @@ def run_hunt(
             on_member(member, source)
 
     try:
-        stream = batches if batches is not None else read_inputs(options.paths, dead, on_member=counted_member)
+        stream = batches if batches is not None else read_inputs(
+            options.paths, dead, on_member=counted_member, select=engine.selection
+        )
         for batch in coalesce(stream, COALESCE_ROWS):
             stats.events += batch.num_rows
-            stats.by_source[batch.column(col("source"))[0].as_py()] += batch.num_rows
-            for det in detections_of(batch, engine.detect(batch)):
+            source = batch.column(col("source"))[0].as_py()
+            stats.by_source[source] += batch.num_rows
+            expand = registry[source].expand if RAW_COLUMN in batch.schema.names else None
+            for det in detections_of(batch, engine.detect(batch), expand):
                 _count(stats, det)
                 sink(det)
     finally:
@@ -234,8 +239,11 @@ def _merge(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 
-def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]:
-    """One Detection per (rule, matched row); each matched row is converted to Python once."""
+def detections_of(batch: pa.RecordBatch, hits: list[Hit], expand: Expand | None = None) -> Iterator[Detection]:
+    """One Detection per (rule, matched row); each matched row is converted to Python once.
+
+    A batch of selected fields gives its matched records' other fields through `expand`.
+    """
     if not hits:
         return
     wanted = np.unique(np.concatenate([h.rows for h in hits]))
@@ -247,7 +255,7 @@ def detections_of(batch: pa.RecordBatch, hits: list[Hit]) -> Iterator[Detection]
         return rows.column(col(name)).to_pylist() if col(name) in names else [None] * rows.num_rows
 
     times, hosts, files, records, sources = (core(n) for n in ("time", "host", "file", "record", "source"))
-    events = _events(rows)
+    events = _events(rows if expand is None else expand(rows.column(RAW_COLUMN).to_pylist()))
     for hit in hits:
         rule = hit.rule
         for r in hit.rows:

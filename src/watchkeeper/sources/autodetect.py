@@ -10,7 +10,7 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from watchkeeper.sources import load_all
-from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
+from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, FieldSelection, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import Member, iter_members, peek_head, with_head
 
@@ -40,6 +40,12 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
     return chosen
 
 
+def _select(source: Source, select: Callable[[str], FieldSelection | None]) -> None:
+    selection = select(source.name)
+    if selection is not None:
+        source.select(selection)
+
+
 @cache
 def _sorted(registered: tuple[tuple[str, type[Source]], ...]) -> list[tuple[str, type[Source]]]:
     # Sorted once per registry content: a source registered later (a user's plug-in) is still seen.
@@ -65,13 +71,17 @@ def read_inputs(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_member: Callable[[Member, str | None], None] | None = None,
     source: Source | None = None,
+    select: Callable[[str], FieldSelection | None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of every input under `paths`, each read by the source that recognises it.
 
     With `source`, every input is read by that source instead (one the user configured, such as
     a mapped CSV, which autodetection never picks). Consecutive inputs of one source share its
     batches (`Source.read_pending`): a folder of small EVTX files makes a few full batches.
+    With `select`, a source that can leave fields unread is told which ones are read (by name).
     """
+    if source is not None and select is not None:
+        _select(source, select)
     current: Source | None = None  # the source of the previous input, which may hold rows back
     for member in iter_members(paths, dead):
         recorded = dead.by_file[member.display]
@@ -103,6 +113,8 @@ def read_inputs(
                 if current is not None:
                     yield from current.flush()
                 current = found(batch_size)
+                if select is not None:
+                    _select(current, select)
             yield from current.read_pending(stream, member.display, dead)
     if current is not None:
         yield from current.flush()

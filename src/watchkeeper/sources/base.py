@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar
 
@@ -34,6 +34,22 @@ class LogSourceMapping:
             if want is not None and want.lower() != (have or "").lower():
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class FieldSelection:
+    """The fields a hunt's rules read from a source's events, which may depend on one routing field.
+
+    Windows events are routed by `Channel`: Sysmon rules never read a PowerShell event's
+    `Message`. Names and values are lower-cased. `by_route` holds, per value of `route`, the
+    fields of events with that value; events with another value read `default`, events without
+    the routing field read `everything`.
+    """
+
+    route: str | None
+    by_route: Mapping[str, frozenset[str]]
+    default: frozenset[str]
+    everything: frozenset[str]
 
 
 class Source:
@@ -79,6 +95,19 @@ class Source:
         their own `_file`. The default keeps nothing back.
         """
         return self.read(stream, origin, dead)
+
+    def select(self, selection: FieldSelection) -> bool:
+        """Read only the selected fields from now on; False when this source reads every field.
+
+        A source that selects keeps each record's text in `events.RAW_COLUMN`, from which
+        `expand` gives back every field of the records a detection reports.
+        """
+        return False
+
+    @classmethod
+    def expand(cls, raw: Sequence[bytes | str]) -> pa.RecordBatch:
+        """The native fields a read without selection gives for these records, one row each."""
+        raise NotImplementedError(f"{cls.name} does not select fields")
 
     def flush(self) -> Iterator[pa.RecordBatch]:
         """The rows `read_pending` kept back, as batches (call once the last file is read)."""

@@ -15,7 +15,8 @@ from watchkeeper.events import col
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import spool
-from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event, record_number
+from watchkeeper.sources.windows import ColumnBuilder, flatten_event, record_number
+from watchkeeper.sources.winlogsources import WINDOWS_LOGSOURCES
 
 MAGIC = b"ElfFile\x00"
 _HEADER_SIZE = 4096

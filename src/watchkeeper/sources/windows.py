@@ -1,10 +1,11 @@
-"""Windows event records: flattening to Sigma field names, core fields, and the Sigma logsource table.
+"""Windows event records: flattening to Sigma field names, core fields, and the columns of a batch.
 
 Both Windows sources (EVTX files and their JSON renderings) go through here, so an event reads the
-same whatever file it came in. Field names follow Zircolite's conventions, because our Sigma results
-are compared against Zircolite's: System fields by their own names (`EventID`, `Channel`,
-`Computer`, ...), attributes folded into the leaf name (`Provider_Name`, `TimeCreated_SystemTime`,
-`Security_UserID`, `Execution_ProcessID`), EventData / UserData fields by their leaf names.
+same whatever file it came in; their Sigma logsources are in `winlogsources`. Field names follow
+Zircolite's conventions, because our Sigma results are compared against Zircolite's: System fields
+by their own names (`EventID`, `Channel`, `Computer`, ...), attributes folded into the leaf name
+(`Provider_Name`, `TimeCreated_SystemTime`, `Security_UserID`, `Execution_ProcessID`), EventData /
+UserData fields by their leaf names.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import RESERVED_COLUMNS, repeated, to_utc_timestamp
-from watchkeeper.sources.base import LogSourceMapping
+from watchkeeper.events import RAW_COLUMN, RESERVED_COLUMNS, repeated, to_utc_timestamp
+from watchkeeper.sources.base import FieldSelection
 
 #: Fields holding `ALGO=value,ALGO=value` lists that Sigma rules also query one algorithm at a time.
 _HASH_FIELDS = ("Hashes", "Hash")
@@ -118,6 +119,67 @@ _COMMAND_FIELDS = ("CommandLine", "ProcessCommandLine")
 _FILE_FIELDS = ("TargetFilename", "ImageLoaded", "FileName", "ObjectName")
 
 
+#: Fields the core columns, `_record` and `_outcome` are made of: read whatever the selection.
+CORE_INPUTS = frozenset(
+    name.lower()
+    for name in (
+        *_TIME_FIELDS, *_HOST_FIELDS, *_USER_FIELDS, *_SRC_IP_FIELDS, *_DST_IP_FIELDS, *_PROCESS_FIELDS,
+        *_COMMAND_FIELDS, *_FILE_FIELDS, "Keywords", "EventID", "RecordNumber",
+    )
+)
+
+
+class _Keep(dict[str, bool]):
+    """Whether a field (in the spelling a record gives it) is kept: decided once per spelling."""
+
+    def __init__(self, fields: frozenset[str] | None) -> None:
+        super().__init__()
+        self.fields = fields  # lower-cased; None keeps every field
+
+    def __missing__(self, key: str) -> bool:
+        kept = self.fields is None or key.lower() in self.fields
+        if len(self) < _MAX_REMEMBERED:
+            self[key] = kept
+        return kept
+
+
+class _Routes(dict[Any, _Keep]):
+    """The `_Keep` of each value of the selection's routing field (Windows: `Channel`)."""
+
+    def __init__(self, selection: FieldSelection) -> None:
+        super().__init__()
+        self.route = selection.route or ""
+        self.selection = selection
+        self._by_fields: dict[frozenset[str], _Keep] = {}
+
+    def __missing__(self, value: Any) -> _Keep:
+        sel = self.selection
+        if value is None:
+            fields = sel.everything
+        else:
+            fields = sel.by_route.get((value if type(value) is str else str(value)).lower(), sel.default)
+        fields = _with_inputs(fields)
+        keep = self._by_fields.get(fields)
+        if keep is None:
+            keep = self._by_fields[fields] = _Keep(fields)
+        if len(self) < _MAX_REMEMBERED:
+            self[value] = keep
+        return keep
+
+
+#: Field spellings or routing values remembered at most (a hostile input could name millions).
+_MAX_REMEMBERED = 4096
+_ALL = _Keep(None)
+
+
+def _with_inputs(fields: frozenset[str]) -> frozenset[str]:
+    """The fields plus what the core columns need, and `Hashes` when one of its digests is read."""
+    extra = set(CORE_INPUTS)
+    if any(name.upper() in _HASH_NAMES for name in fields):
+        extra.update(f.lower() for f in _HASH_FIELDS)
+    return fields | extra
+
+
 def _coalesce(
     cols: Mapping[str, pa.Array], names: tuple[str, ...], dash_is_absent: bool = False
 ) -> pa.Array | None:
@@ -206,9 +268,12 @@ class ColumnBuilder:
         self.n = 0
         self.columns: dict[str, list[str | None]] = {}
         self.records: list[int] = []
+        #: Which fields `add_flat` keeps (`select`); with a selection, each record's text too.
+        self.wanted: _Keep | _Routes = _ALL
+        self.raws: list[bytes] | None = None
 
-    def add(self, row: Mapping[str, str], record: int) -> None:
-        """Append one flattened row (string values) with its record number."""
+    def add(self, row: Mapping[str, str], record: int, raw: bytes = b"") -> None:
+        """Append one flattened row (string values, all kept) with its record number and text."""
         i = self.n
         if i == self.capacity:
             self._grow()
@@ -222,29 +287,40 @@ class ColumnBuilder:
                 column = columns[key] = [None] * self.capacity
             column[i] = value
         self.records.append(record)
+        if self.raws is not None:
+            self.raws.append(raw)
         self.n = i + 1
 
-    def add_flat(self, record: Mapping[str, Any], line: int) -> None:
+    def select(self, selection: FieldSelection | None) -> None:
+        """Keep only the fields `selection` asks for (plus the core fields' inputs) and each record's text."""
+        self.wanted = _ALL if selection is None else _Routes(selection)
+        self.raws = None if selection is None else []
+
+    def add_flat(self, record: Mapping[str, Any], line: int, raw: bytes = b"") -> None:
         """Append one flat NXLog / OTRF object, stringifying its values on the way."""
         i = self.n
         if i == self.capacity:
             self._grow()
         columns = self.columns
+        wanted = self.wanted
+        keep: _Keep = wanted if isinstance(wanted, _Keep) else wanted[record.get(wanted.route)]
         nested: dict[str, Any] | None = None
         for key, value in record.items():
             t = type(value)
             if t is str:
-                if not value:
+                if not value or not keep[key]:
                     continue
             elif t is int:
+                if not keep[key]:
+                    continue
                 value = str(value)
             else:
                 if value is None:
                     continue
                 nested = nested if nested is not None else {}
                 if t is dict:
-                    _leaves(nested, value, key)
-                else:
+                    _leaves(nested, value, key)  # leaves go by their own names: each is kept or not
+                elif keep[key]:
                     _put(nested, key, value)
                 continue
             column = columns.get(key)
@@ -253,6 +329,8 @@ class ColumnBuilder:
             column[i] = value
         if nested:
             for key, value in nested.items():
+                if not keep[key]:
+                    continue
                 column = columns.get(key)
                 if column is None:
                     column = columns[key] = [None] * self.capacity
@@ -267,6 +345,8 @@ class ColumnBuilder:
                     hashes[field] = held[i]
             split_hashes(hashes)
             for key, value in hashes.items():
+                if not keep[key]:
+                    continue
                 column = columns.get(key)
                 if column is None:
                     column = columns[key] = [None] * self.capacity
@@ -275,6 +355,8 @@ class ColumnBuilder:
         number = record.get("RecordNumber")
         # A record number beyond 64 bits is not one Windows wrote: the line numbers the record.
         self.records.append(number if type(number) is int and 0 <= number < _MAX_RECORD else line)
+        if self.raws is not None:
+            self.raws.append(raw)
         self.n = i + 1
 
     def _grow(self) -> None:
@@ -321,12 +403,25 @@ class ColumnBuilder:
         for name, array in core.items():
             names.append(name)
             arrays.append(array if array is not None else pa.nulls(n, RESERVED_COLUMNS[name]))
+        if self.raws is not None:
+            names.append(RAW_COLUMN)
+            arrays.append(_binary(self.raws))
+            self.raws = []
         # The capacity reached is kept: the next batch of this input is likely as large, and
         # growing again (every column extended, three times over) cost 2% of reading OTRF.
         self.n = 0
         self.columns = {}
         self.records = []
         return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _binary(texts: list[bytes]) -> pa.Array:
+    """The texts as one binary column: joined in one copy, which `pa.array` takes three times as
+    long to make (and ten times as a string column, checking UTF-8 the decoder checked already)."""
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    data = b"".join(texts)
+    return pa.Array.from_buffers(pa.large_binary(), len(texts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _outcomes(keywords: pa.Array | None, event_ids: pa.Array | None, n: int) -> pa.Array:
@@ -349,185 +444,3 @@ def _codes(column: pa.Array | None, n: int) -> tuple[list[str | None], np.ndarra
     values: list[str | None] = [*encoded.dictionary.to_pylist(), None]
     codes = encoded.indices.fill_null(len(values) - 1).to_numpy().astype(np.int64)
     return values, codes
-
-
-# --- Sigma logsources ------------------------------------------------------------------------------
-
-SYSMON_CHANNEL = "Microsoft-Windows-Sysmon/Operational"
-
-#: Sigma Windows service -> event log channel(s) (pySigma `windows_logsource_mapping` + thor.yml).
-SERVICE_CHANNELS: dict[str, tuple[str, ...]] = {
-    "security": ("Security",),
-    "application": ("Application",),
-    "system": ("System",),
-    "sysmon": (SYSMON_CHANNEL,),
-    "powershell": ("Microsoft-Windows-PowerShell/Operational", "PowerShellCore/Operational"),
-    "powershell-classic": ("Windows PowerShell",),
-    "taskscheduler": ("Microsoft-Windows-TaskScheduler/Operational",),
-    "wmi": ("Microsoft-Windows-WMI-Activity/Operational",),
-    "dns-server": ("DNS Server",),
-    "dns-server-audit": ("Microsoft-Windows-DNS-Server/Audit",),
-    "dns-server-analytic": ("Microsoft-Windows-DNS-Server/Analytical",),
-    "driver-framework": ("Microsoft-Windows-DriverFrameworks-UserMode/Operational",),
-    "ntlm": ("Microsoft-Windows-NTLM/Operational",),
-    "dhcp": ("Microsoft-Windows-DHCP-Server/Operational",),
-    "msexchange-management": ("MSExchange Management",),
-    "applocker": (
-        "Microsoft-Windows-AppLocker/MSI and Script",
-        "Microsoft-Windows-AppLocker/EXE and DLL",
-        "Microsoft-Windows-AppLocker/Packaged app-Deployment",
-        "Microsoft-Windows-AppLocker/Packaged app-Execution",
-    ),
-    "printservice-admin": ("Microsoft-Windows-PrintService/Admin",),
-    "printservice-operational": ("Microsoft-Windows-PrintService/Operational",),
-    "codeintegrity-operational": ("Microsoft-Windows-CodeIntegrity/Operational",),
-    "smbclient-security": ("Microsoft-Windows-SmbClient/Security",),
-    "smbclient-connectivity": ("Microsoft-Windows-SmbClient/Connectivity",),
-    "smbserver-connectivity": ("Microsoft-Windows-SMBServer/Connectivity",),
-    "firewall-as": ("Microsoft-Windows-Windows Firewall With Advanced Security/Firewall",),
-    "bits-client": ("Microsoft-Windows-Bits-Client/Operational",),
-    "windefend": ("Microsoft-Windows-Windows Defender/Operational",),
-    "terminalservices-localsessionmanager": (
-        "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
-    ),
-    "servicebus-client": ("Microsoft-ServiceBus-Client/Operational", "Microsoft-ServiceBus-Client/Admin"),
-    "microsoft-servicebus-client": (
-        "Microsoft-ServiceBus-Client/Operational",
-        "Microsoft-ServiceBus-Client/Admin",
-    ),
-    "ldap": ("Microsoft-Windows-LDAP-Client/Debug",),
-    "ldap_debug": ("Microsoft-Windows-LDAP-Client/Debug",),
-    "security-mitigations": (
-        "Microsoft-Windows-Security-Mitigations/Kernel Mode",
-        "Microsoft-Windows-Security-Mitigations/User Mode",
-    ),
-    "diagnosis-scripted": ("Microsoft-Windows-Diagnosis-Scripted/Operational",),
-    "shell-core": ("Microsoft-Windows-Shell-Core/Operational",),
-    "openssh": ("OpenSSH/Operational",),
-    "bitlocker": ("Microsoft-Windows-BitLocker/BitLocker Management",),
-    "vhdmp": ("Microsoft-Windows-VHDMP/Operational",),
-    "appxdeployment-server": ("Microsoft-Windows-AppXDeploymentServer/Operational",),
-    "lsa-server": ("Microsoft-Windows-LSA/Operational",),
-    "appxpackaging-om": ("Microsoft-Windows-AppxPackaging/Operational",),
-    "dns-client": ("Microsoft-Windows-DNS Client Events/Operational",),
-    "appmodel-runtime": ("Microsoft-Windows-AppModel-Runtime/Admin",),
-    "capi2": ("Microsoft-Windows-CAPI2/Operational",),
-    "certificateservicesclient-lifecycle-system": (
-        "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational",
-    ),
-    "application-experience": (
-        "Microsoft-Windows-Application-Experience/Program-Telemetry",
-        "Microsoft-Windows-Application-Experience/Program-Compatibility-Assistant",
-    ),
-    "hyper-v-worker": ("Microsoft-Windows-Hyper-V-Worker",),
-    "iis-configuration": ("Microsoft-IIS-Configuration/Operational",),
-    "kernel-event-tracing": ("Microsoft-Windows-Kernel-EventTracing",),
-    "kernel-shimengine": (
-        "Microsoft-Windows-Kernel-ShimEngine/Operational",
-        "Microsoft-Windows-Kernel-ShimEngine/Diagnostic",
-    ),
-    "ntfs": ("Microsoft-Windows-Ntfs/Operational",),
-    "sense": ("Microsoft-Windows-SENSE/Operational",),
-}
-
-#: Sigma generic category -> Sysmon event ids (pySigma sysmon pipeline, thor.yml).
-SYSMON_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "process_creation": ("1",),
-    "file_change": ("2",),
-    "network_connection": ("3",),
-    "sysmon_status": ("4", "16"),
-    "process_termination": ("5",),
-    "driver_load": ("6",),
-    "image_load": ("7",),
-    "create_remote_thread": ("8",),
-    "raw_access_thread": ("9",),
-    "process_access": ("10",),
-    "file_event": ("11",),
-    "registry_add": ("12",),
-    "registry_delete": ("12",),
-    "registry_set": ("13",),
-    "registry_rename": ("14",),
-    "registry_event": ("12", "13", "14"),
-    "create_stream_hash": ("15",),
-    "pipe_created": ("17", "18"),
-    "wmi_event": ("19", "20", "21"),
-    "dns_query": ("22",),
-    "file_delete": ("23",),
-    "clipboard_capture": ("24",),
-    "clipboard_change": ("24",),
-    "process_tampering": ("25",),
-    "file_delete_detected": ("26",),
-    "file_block_executable": ("27",),
-    "file_block_shredding": ("28",),
-    "file_executable_detected": ("29",),
-    "sysmon_error": ("255",),
-}
-
-#: Sigma categories answered by other channels: (category, service, event ids).
-CHANNEL_CATEGORIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("ps_module", "powershell", ("4103",)),
-    ("ps_script", "powershell", ("4104",)),
-    ("ps_classic_start", "powershell-classic", ("400",)),
-    ("ps_classic_provider_start", "powershell-classic", ("600",)),
-    ("ps_classic_script", "powershell-classic", ("800",)),
-)
-
-
-def _logsources() -> tuple[LogSourceMapping, ...]:
-    out: list[LogSourceMapping] = []
-    for service, channels in SERVICE_CHANNELS.items():
-        out.append(LogSourceMapping(product="windows", service=service, conditions={"Channel": channels}))
-    for category, ids in SYSMON_CATEGORIES.items():
-        conditions: dict[str, tuple[str, ...]] = {"Channel": (SYSMON_CHANNEL,), "EventID": ids}
-        if category == "registry_add":
-            conditions["EventType"] = ("CreateKey",)
-        elif category == "registry_delete":
-            conditions["EventType"] = ("DeleteKey", "DeleteValue")
-        out.append(LogSourceMapping(product="windows", category=category, conditions=conditions))
-    for category, service, ids in CHANNEL_CATEGORIES:
-        out.append(
-            LogSourceMapping(
-                product="windows",
-                category=category,
-                conditions={"Channel": SERVICE_CHANNELS[service], "EventID": ids},
-            )
-        )
-    # Security 4688 answers process_creation too, with its own names for the images (thor.yml).
-    out.append(
-        LogSourceMapping(
-            product="windows",
-            category="process_creation",
-            conditions={"Channel": ("Security",), "EventID": ("4688",)},
-            renames={"Image": "NewProcessName", "ParentImage": "ParentProcessName"},
-        )
-    )
-    # Defender detections answer the antivirus category (thor.yml).
-    out.append(
-        LogSourceMapping(
-            category="antivirus",
-            conditions={
-                "Channel": SERVICE_CHANNELS["windefend"],
-                "EventID": (
-                    "1006",
-                    "1007",
-                    "1008",
-                    "1009",
-                    "1010",
-                    "1011",
-                    "1012",
-                    "1017",
-                    "1018",
-                    "1019",
-                    "1115",
-                    "1116",
-                ),
-            },
-            renames={"Signature": "ThreatName", "Filename": "Path"},
-        )
-    )
-    # Rules with only `product: windows` look at every Windows event.
-    out.append(LogSourceMapping(product="windows"))
-    return tuple(out)
-
-
-WINDOWS_LOGSOURCES: tuple[LogSourceMapping, ...] = _logsources()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 import orjson
 import pyarrow as pa
 
-from watchkeeper.sources.base import LogSourceMapping, Source
+from watchkeeper.sources.base import FieldSelection, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.windows import WINDOWS_LOGSOURCES, ColumnBuilder, flatten_event, record_number
+from watchkeeper.sources.windows import ColumnBuilder, flatten_event, record_number
+from watchkeeper.sources.winlogsources import WINDOWS_LOGSOURCES
 
 # Keys that make a flat object a Windows event as NXLog / Winlogbeat-less shippers write it.
 _FLAT_ID = "EventID"
@@ -77,20 +78,40 @@ class WindowsJsonSource(Source):
             return 0.0
         return 0.95 if "Event" in first else 0.9
 
+    selection: FieldSelection | None = None
+
+    def select(self, selection: FieldSelection) -> bool:
+        """Flat records keep the selected fields only; nested (`Event.System`) ones keep all."""
+        self.selection = selection
+        return True
+
+    @classmethod
+    def expand(cls, raw: Sequence[bytes | str]) -> pa.RecordBatch:
+        """Every field of these records, as a read without selection gives them."""
+        builder = ColumnBuilder(max(len(raw), 1))
+        for number, text in enumerate(raw, 1):
+            value = orjson.loads(text)  # the text of a record read before: valid JSON
+            if "Event" in value:
+                cls._add(builder, value, number)
+            else:
+                builder.add_flat(value, number)
+        return builder.build(cls.name, "")
+
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of events; bad lines or objects go to the dead letter with their line."""
         builder = ColumnBuilder(self.batch_size)
+        builder.select(self.selection)
         size = 0
-        for line, value, length in self._values(stream, origin, dead):
+        for line, value, text in self._values(stream, origin, dead):
             if not isinstance(value, dict):
                 kind = "an array" if isinstance(value, list) else "a scalar"
                 dead.add(origin, line, f"line {line} holds {kind}, not a JSON object")
                 continue
             if "Event" in value:
-                self._add(builder, value, line)
+                self._add(builder, value, line, text)
             else:
-                builder.add_flat(value, line)  # NXLog / OTRF: the common case, called directly
-            size += length
+                builder.add_flat(value, line, text)  # NXLog / OTRF: the common case, called directly
+            size += len(text)
             # Rows alone do not bound memory: OTRF events carry kilobytes of rendered `Message`.
             if builder.n >= self.batch_size or size >= BATCH_BYTES:
                 yield builder.build(self.name, origin)
@@ -99,17 +120,16 @@ class WindowsJsonSource(Source):
             yield builder.build(self.name, origin)
 
     @staticmethod
-    def _add(builder: ColumnBuilder, value: Mapping[str, Any], line: int) -> None:
+    def _add(builder: ColumnBuilder, value: Mapping[str, Any], line: int, text: bytes = b"") -> None:
         event = value.get("Event")
         if isinstance(event, dict):
             row = flatten_event(value)
-            text = row.get("EventRecordID")
-            builder.add(row, record_number(text, line))
+            builder.add(row, record_number(row.get("EventRecordID"), line), text)
         else:
-            builder.add_flat(value, line)
+            builder.add_flat(value, line, text)
 
-    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any, int]]:
-        """(line, decoded value, its size) triples: JSON lines fast, anything else split by structure."""
+    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any, bytes]]:
+        """(line, decoded value, its text) triples: JSON lines fast, anything else split by structure."""
         number = 0
         for raw in stream:
             number += 1
@@ -117,7 +137,7 @@ class WindowsJsonSource(Source):
             # stripped first (OTRF lines carry kilobytes).
             text = raw.removeprefix(_BOM).lstrip() if number == 1 else raw
             try:
-                yield number, orjson.loads(text), len(text)
+                yield number, orjson.loads(text), text
                 continue
             except orjson.JSONDecodeError as exc:
                 text = text.strip()
@@ -133,7 +153,7 @@ class WindowsJsonSource(Source):
 
 def _split(
     first: bytes, number: int, stream: BinaryIO, origin: str, dead: DeadLetter
-) -> Iterator[tuple[int, Any, int]]:
+) -> Iterator[tuple[int, Any, bytes]]:
     """Cut a stream of values (or one array of them) into values, one held in memory at a time."""
     in_array = False
     depth = 0
@@ -141,9 +161,9 @@ def _split(
     parts: list[bytes] = []
     collecting = False
 
-    def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any, int]]:
+    def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any, bytes]]:
         try:
-            yield line, orjson.loads(chunk), len(chunk)
+            yield line, orjson.loads(chunk), chunk
         except orjson.JSONDecodeError as exc:
             dead.add(origin, line, f"value starting at line {line}: invalid JSON: {exc}", chunk)
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from watchkeeper.sources.base import LogSourceMapping
 from watchkeeper.sources.jsonflat import JsonSource, flatten, sniff_json
-from watchkeeper.sources.windows import WINDOWS_LOGSOURCES
+from watchkeeper.sources.winlogsources import WINDOWS_LOGSOURCES
 
 #: winlog system fields -> the Windows (EVTX System) field names the rules use.
 _SYSTEM = {

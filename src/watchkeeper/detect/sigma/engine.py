@@ -20,9 +20,10 @@ from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardin
 from watchkeeper.detect.sigma.literals import LiteralIndex
 from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
 from watchkeeper.detect.sigma.routing import Conditions, Routes
+from watchkeeper.detect.sigma.selection import select_fields
 from watchkeeper.detect.sigma.values import RegexMemo
-from watchkeeper.events import col
-from watchkeeper.sources.base import LogSourceMapping, Source
+from watchkeeper.events import RAW_COLUMN, col
+from watchkeeper.sources.base import FieldSelection, LogSourceMapping, Source
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class SigmaEngine:
         self.registry = dict(registry)
         self._plans: dict[str, _Plan] = {}
         self._sources: dict[LogSource, list[str]] = {}
+        self._selections: dict[str, FieldSelection | None] = {}
 
     def sources_for(self, rule: CompiledRule) -> list[str]:
         """Names of the registered sources whose events this rule can run on."""
@@ -179,13 +181,24 @@ class SigmaEngine:
             self._plans[f"\0{id(src.logsources)}"] = plan
         return plan
 
+    def selection(self, source_name: str) -> FieldSelection | None:
+        """The fields these rules read from events of `source_name` (None: no rule reads any)."""
+        if source_name not in self._selections:
+            steps = self.plan(source_name).steps
+            self._selections[source_name] = select_fields(
+                (s.conditions, s.mapping.renames, (r.condition for r in s.rules)) for s in steps
+            ) if steps else None
+        return self._selections[source_name]
+
     def detect(self, batch: pa.RecordBatch) -> list[Hit]:
         """All (rule, rows) matches in one batch of a single source."""
         if batch.num_rows == 0:
             return []
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
-        columns = BatchColumns(batch, plan.literals, plan.cardinality, plan.regexes)
+        src = self.registry.get(source_name)
+        expand = src.expand if src is not None and RAW_COLUMN in batch.schema.names else None
+        columns = BatchColumns(batch, plan.literals, plan.cardinality, plan.regexes, expand)
         routes = Routes(BatchMatcher(columns), plan.routed) if plan.routed else None
         found: dict[str, tuple[CompiledRule, list[np.ndarray]]] = {}
         for step in plan.steps:

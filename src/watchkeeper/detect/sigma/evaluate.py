@@ -11,13 +11,13 @@ mask, which AND, OR and NOT recognise by identity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.detect.sigma.keywords import BatchText, scannable
+from watchkeeper.detect.sigma.keywords import BatchText, json_forms, scannable
 from watchkeeper.detect.sigma.literals import BoolArray, LiteralHits, LiteralIndex
 from watchkeeper.detect.sigma.nodes import And, Const, Match, Node, Not, Op, Or
 from watchkeeper.detect.sigma.values import (
@@ -28,7 +28,10 @@ from watchkeeper.detect.sigma.values import (
     match_few,
     match_values,
 )
-from watchkeeper.events import RESERVED_COLUMNS
+from watchkeeper.events import RAW_COLUMN, RESERVED_COLUMNS
+
+#: Gives every native field of records from their text (`Source.expand`).
+Expand = Callable[[Sequence[bytes | str]], pa.RecordBatch]
 
 
 class _Column:
@@ -126,12 +129,17 @@ class BatchColumns:
     """The columns of one batch, prepared once and shared by every logsource step over it."""
 
     def __init__(self, batch: pa.RecordBatch, literals: LiteralIndex | None = None,
-                 cardinality: Cardinality | None = None, regexes: RegexMemo | None = None) -> None:
+                 cardinality: Cardinality | None = None, regexes: RegexMemo | None = None,
+                 expand: Expand | None = None) -> None:
         self.batch = batch
         self.literals = literals
         self.cardinality = cardinality
         self.regexes = regexes
-        self.names = {n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS}
+        #: Set when the batch holds the selected fields only: keywords then need `expand`.
+        self.expand = expand
+        self.names = {
+            n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS and n != RAW_COLUMN
+        }
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
         self._columns: dict[str, _Column] = {}
@@ -139,6 +147,37 @@ class BatchColumns:
         self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
         self._text: BatchText | None = None
         self._text_results: dict[tuple[str, ...], BoolArray] = {}
+        self._raw_text: BatchText | None = None
+
+    def expanded_keyword(self, m: Match, rows: np.ndarray | None) -> BoolArray:
+        """Which of `rows` (None: all) satisfy keyword leaf `m` over all their fields, in a batch of
+        selected fields.
+
+        A record's text holds every value it has, JSON-escaped: a record whose text holds a
+        keyword in none of its escaped forms (`keywords.json_forms`) has no field that contains
+        it. The few records whose text does are read in full and decided exactly; other keyword
+        forms read every record in full.
+        """
+        assert self.expand is not None
+        raw = self.batch.column(RAW_COLUMN)
+        if rows is not None:
+            raw = raw.take(pa.array(rows))
+        if m.op in (Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not m.cased and scannable(m.values):
+            forms = json_forms(m.values)
+            if rows is None:
+                if self._raw_text is None:
+                    self._raw_text = BatchText(pa.RecordBatch.from_arrays([raw], [RAW_COLUMN]), [RAW_COLUMN])
+                text = self._raw_text
+            else:
+                text = BatchText(pa.RecordBatch.from_arrays([raw], [RAW_COLUMN]), [RAW_COLUMN])
+            candidates = np.flatnonzero(text.rows_with(forms))
+        else:
+            candidates = np.arange(len(raw))
+        found = np.zeros(len(raw), dtype=bool)
+        if len(candidates):
+            full = self.expand(raw.take(pa.array(candidates)).to_pylist())
+            found[candidates[BatchMatcher(full).evaluate(m)]] = True
+        return found
 
     def text_rows(self, values: tuple[str, ...]) -> BoolArray:
         """Rows of the whole batch with one of `values` in a native field (`keywords.scannable`)."""
@@ -350,6 +389,8 @@ class BatchMatcher:
         # automaton scan of the batch's text (`keywords`); other contains-keywords one RE2 pass,
         # case-insensitive, over the row's fields joined by NUL, which no keyword holds, so a
         # match never spans two fields; other operators test field by field.
+        if self.columns.expand is not None:
+            return self.columns.expanded_keyword(m, self._rows)
         kw = Match("", Op.CONTAINS if m.op is Op.EQ else m.op, m.values, m.cased, m.flags)
         if kw.op is Op.CONTAINS and not kw.cased and scannable(kw.values):
             found = self.columns.text_rows(kw.values)

@@ -21,6 +21,7 @@ from itertools import chain
 
 import ahocorasick_rs
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,6 +36,33 @@ def scannable(values: Iterable[str]) -> bool:
     """Whether keyword literals can be searched as lower-cased bytes (ASCII, non-empty, no NUL)."""
     values = tuple(values)
     return bool(values) and all(v and v.isascii() and "\0" not in v for v in values)
+
+
+def json_forms(values: Iterable[str]) -> tuple[str, ...]:
+    """What a record's JSON text holds where a field holds one of `values` (`scannable` ones).
+
+    JSON escapes `"`, `\\` and control characters the same way in every writer but for `/`, which
+    some write `\\/`. Any character may also be written as a `\\u` sequence (PowerShell writes
+    `'` as `\\u0027`): a text with such a sequence for a character of a value, in either case or
+    as a character RE2 folds onto it, may hold the value too.
+    """
+    forms: set[str] = set()
+    for value in values:
+        escaped = orjson.dumps(value).decode()[1:-1]
+        forms.add(escaped)
+        if "/" in escaped:
+            forms.add(escaped.replace("/", "\\/"))
+        for char in set(value):
+            if char.isalpha():
+                # Any escaped letter, by its first three hex digits: one pattern for 16 letters
+                # keeps the automaton within its fast prefilter's 64 patterns.
+                forms.update(f"\\u{ord(variant):04x}"[:5] for variant in (char.lower(), char.upper()))
+            else:
+                forms.add(f"\\u{ord(char):04x}")
+    for letter, raw in _FOLDS_TO_ASCII:
+        if any(letter in value.lower() for value in values):
+            forms.add(f"\\u{ord(raw.decode()):04x}")
+    return tuple(sorted(forms))
 
 
 #: The automaton's vectorised prefilter (Teddy) takes at most 64 patterns; a longer list is
@@ -79,7 +107,10 @@ class BatchText:
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
             if name not in wanted or array.null_count == len(array):
                 continue
-            if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+                # Records' text (`events.RAW_COLUMN`): only its bytes are searched, so a view will do.
+                array = array.view(pa.large_string() if pa.types.is_large_binary(array.type) else pa.string())
+            elif not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
                 array = array.cast(pa.string())
             kind = np.int64 if pa.types.is_large_string(array.type) else np.int32
             buffers = array.buffers()
