@@ -26,7 +26,7 @@ _FLAT_CONTEXT = ("Channel", "SourceName", "Hostname", "ProviderGuid")
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]|[^\s{}\[\],"]+|"')
 _BOM = b"\xef\xbb\xbf"
 #: A batch is cut at this many bytes of JSON even before `batch_size` rows.
-BATCH_BYTES = 8 * 1024 * 1024
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 def _first_object(head: bytes) -> Any:
@@ -100,6 +100,7 @@ class WindowsJsonSource(Source):
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of events; bad lines or objects go to the dead letter with their line."""
         builder = ColumnBuilder(self.batch_size)
+        builder.text_bytes = BATCH_BYTES + (1 << 16)  # cut past BATCH_BYTES, by a record
         builder.select(self.selection)
         size = 0
         for line, value, text in self._values(stream, origin, dead):
