@@ -124,6 +124,9 @@ def test_array_and_pretty_printed_objects() -> None:
     dead = DeadLetter()
     assert len(_read(b"[" + obj + b",\n" + obj + b"]", dead)) == 2
     assert len(_read(obj + b"\n" + obj, dead)) == 2
+    # An array on one line is its events, each with its own record number.
+    one_line = b'[{"EventID":1,"Channel":"Security","RecordNumber":7},{"EventID":2,"Channel":"Security"}]'
+    assert [r["_record"] for r in _read(one_line, dead)] == [7, 1]
     assert dead.count == 0
     assert len(_read(obj + b'\n{\n  "EventID": [1,', dead)) == 1
     assert dead.count == 1

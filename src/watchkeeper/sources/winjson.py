@@ -138,8 +138,7 @@ class WindowsJsonSource(Source):
             # stripped first (OTRF lines carry kilobytes).
             text = raw.removeprefix(_BOM).lstrip() if number == 1 else raw
             try:
-                yield number, orjson.loads(text), text
-                continue
+                value = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 text = text.strip()
                 if not text:
@@ -147,6 +146,14 @@ class WindowsJsonSource(Source):
                 if not text.startswith((b"{", b"[")) or number > 1:
                     dead.add(origin, number, f"line {number}: invalid JSON: {exc}", raw)
                     continue
+            else:
+                if type(value) is list and value and all(type(item) is dict for item in value):
+                    # An array of events on one line: each is a record, with a text of its own.
+                    for item in value:
+                        yield number, item, orjson.dumps(item)
+                else:
+                    yield number, value, text
+                continue
             # Not one object per line: pretty-printed objects or an array, cut by structure.
             yield from _split(text, number, stream, origin, dead)
             return

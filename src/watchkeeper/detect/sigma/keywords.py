@@ -128,7 +128,8 @@ class BatchText:
         self._data: memoryview | None = None
         self._folded: dict[int, np.ndarray] = {}  # column -> rows holding a character RE2 folds to ASCII
         if size:
-            joined = np.concatenate(pieces, out=_scratch(size))
+            # One column (records' text) is lower-cased from where it lies, not copied first.
+            joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, out=_scratch(size))
             whole = pa.Array.from_buffers(
                 pa.large_string(), 1,
                 [None, pa.py_buffer(np.array([0, size], dtype=np.int64)), pa.py_buffer(joined)],
