@@ -41,6 +41,8 @@ def detect(head: bytes, filename: str) -> type[Source] | None:
 
 
 def _select(source: Source, select: Callable[[str], FieldSelection | None]) -> None:
+    if type(source).select is Source.select:
+        return  # it reads every field: the selection is not worth working out
     selection = select(source.name)
     if selection is not None:
         source.select(selection)

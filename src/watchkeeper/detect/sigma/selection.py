@@ -42,10 +42,14 @@ def select_fields(steps: Iterable[tuple[Conditions, Mapping[str, str], Iterable[
     route = counts.most_common(1)[0][0] if counts else None
     default: set[str] = set()
     by_route: dict[str, set[str]] = {}
+    read: dict[int, set[str]] = {}  # per condition: a rule may serve several steps
     for conditions, renames, rules in steps:
         fields: set[str] = {name.lower() for name, _ in conditions}
         for condition in rules:
-            fields_read(condition, fields)
+            found = read.get(id(condition))
+            if found is None:
+                found = read[id(condition)] = fields_read(condition)
+            fields |= found
         lowered = {k.lower(): v.lower() for k, v in renames.items()}
         # A renamed field is read from its new column, or from its own where that is absent.
         fields |= {lowered[f] for f in fields if f in lowered}
