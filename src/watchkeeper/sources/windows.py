@@ -129,17 +129,30 @@ CORE_INPUTS = frozenset(
 )
 
 
-class _Keep(dict[str, bool]):
-    """Whether a field (in the spelling a record gives it) is kept: decided once per spelling."""
+class _Keep:
+    """Whether a field (in the spelling a record gives it) is kept: decided once per spelling.
+
+    `known` is a plain dict, looked up in the hot loop as such (a dict subclass's subscript
+    misses the interpreter's specialisation).
+    """
+
+    __slots__ = ("fields", "known")
 
     def __init__(self, fields: frozenset[str] | None) -> None:
-        super().__init__()
         self.fields = fields  # lower-cased; None keeps every field
+        self.known: dict[str, bool] = {}
 
-    def __missing__(self, key: str) -> bool:
+    def __getitem__(self, key: str) -> bool:
+        try:
+            return self.known[key]
+        except KeyError:
+            return self.decide(key)
+
+    def decide(self, key: str) -> bool:
+        """Whether `key` is kept, remembered (up to a bound)."""
         kept = self.fields is None or key.lower() in self.fields
-        if len(self) < _MAX_REMEMBERED:
-            self[key] = kept
+        if len(self.known) < _MAX_REMEMBERED:
+            self.known[key] = kept
         return kept
 
 
@@ -307,17 +320,16 @@ class ColumnBuilder:
         columns = self.columns
         wanted = self.wanted
         keep: _Keep = wanted if isinstance(wanted, _Keep) else wanted[record.get(wanted.route)]
+        known = keep.known
         nested: dict[str, Any] | None = None
+        # Plain-dict subscripts with try/except: the interpreter specialises them, and a miss is
+        # once per spelling (`known`) or per batch (`columns`).
         for key, value in record.items():
             t = type(value)
             if t is str:
-                if not value or not keep[key]:
+                if not value:
                     continue
-            elif t is int:
-                if not keep[key]:
-                    continue
-                value = str(value)
-            else:
+            elif t is not int:
                 if value is None:
                     continue
                 nested = nested if nested is not None else {}
@@ -326,10 +338,19 @@ class ColumnBuilder:
                 elif keep[key]:
                     _put(nested, key, value)
                 continue
-            column = columns.get(key)
-            if column is None:
-                column = columns[key] = [None] * self.capacity
-            column[i] = value
+            try:
+                if not known[key]:
+                    continue
+            except KeyError:
+                if not keep.decide(key):
+                    continue
+            if t is int:
+                value = str(value)
+            try:
+                columns[key][i] = value
+            except KeyError:
+                fresh = columns[key] = [None] * self.capacity
+                fresh[i] = value
         if nested:
             for key, value in nested.items():
                 if not keep[key]:
