@@ -47,7 +47,10 @@ RESERVED_COLUMNS: dict[str, pa.DataType] = {CORE_PREFIX + k: v for k, v in RESER
 #: (`sources.base.FieldSelection`): the fields left out are read from it when a detection needs
 #: them. Never written to the lake.
 RAW_COLUMN = "_raw"
-_NOT_NATIVE = frozenset({*RESERVED_COLUMNS, RAW_COLUMN})
+#: Beside it, true where a field's value is not in the text as it stands (a float, which Sigma
+#: reads as Python writes it; a list holding objects): a keyword search reads such records whole.
+RAW_INEXACT_COLUMN = "_raw_inexact"
+_NOT_NATIVE = frozenset({*RESERVED_COLUMNS, RAW_COLUMN, RAW_INEXACT_COLUMN})
 
 
 def col(name: str) -> str:

@@ -50,7 +50,7 @@ def test_fields_are_grouped_by_the_routing_column_with_renames_and_references() 
 def _read(data: bytes, selection: FieldSelection | None) -> pa.RecordBatch:
     source = WindowsJsonSource()
     if selection is not None:
-        assert source.select(selection)
+        source.select(selection)
     dead = DeadLetter()
     batches = list(source.read(io.BytesIO(data), "mem.json", dead))
     assert dead.count == 0 and len(batches) == 1
@@ -131,6 +131,32 @@ def test_keywords_over_records_text_agree_with_keywords_over_every_field(
     rows = np.array([0, len(values) - 1])
     sub = BatchMatcher(BatchColumns(part, expand=WindowsJsonSource.expand), rows=rows).evaluate(leaf)
     assert sub.tolist() == expected[rows].tolist()
+
+
+@pytest.mark.parametrize(
+    ("record", "keyword"),
+    [
+        # Values whose Sigma string is not in the text as it stands.
+        ({"Tags": [{"k": "v"}]}, '"k":"v'),
+        ({"Ratio": 0.00001}, "1e-05"),
+        ({"Items": ["alpha", "beta"]}, "alpha\nbeta"),
+        ({"Items": ["alpha", 2.5]}, "2.5"),
+        # A routing field that is no text: read as a record of unknown channel, not a crash.
+        ({"Channel": ["Security"], "Image": "x.exe"}, "x.exe"),
+        ({"Channel": {"Name": "Sec1"}, "Image": "x.exe"}, "sec1"),
+        ({"Channel": "", "Image": "x.exe"}, "x.exe"),
+    ],
+)
+def test_keywords_find_values_not_written_as_they_read(record: dict[str, object], keyword: str) -> None:
+    data = orjson.dumps({"EventID": 1, **record}) + b"\n" + orjson.dumps({"EventID": 2, "Channel": "Security"})
+    routed = FieldSelection(route="Channel", by_route={"security": frozenset({"eventid"})},
+                            default=frozenset(), everything=frozenset({"image"}))
+    full, part = _read(data, None), _read(data, routed)
+    leaf = Match(None, Op.CONTAINS, (keyword.lower(),))
+    expected = BatchMatcher(full).evaluate(leaf)
+    assert expected.tolist() == [True, False]
+    got = BatchMatcher(BatchColumns(part, expand=WindowsJsonSource.expand)).evaluate(leaf)
+    assert got.tolist() == expected.tolist()
 
 
 def _otrf_sample(datasets: Path) -> list[Path]:

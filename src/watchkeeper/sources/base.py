@@ -96,13 +96,13 @@ class Source:
         """
         return self.read(stream, origin, dead)
 
-    def select(self, selection: FieldSelection) -> bool:
-        """Read only the selected fields from now on; False when this source reads every field.
+    def select(self, selection: FieldSelection) -> None:
+        """Read only the selected fields from now on (by default, every field is read).
 
-        A source that selects keeps each record's text in `events.RAW_COLUMN`, from which
-        `expand` gives back every field of the records a detection reports.
+        A source that selects overrides this and `expand`: it keeps each record's text in
+        `events.RAW_COLUMN`, from which `expand` gives back every field of the records a keyword
+        search or a detection needs.
         """
-        return False
 
     @classmethod
     def expand(cls, raw: Sequence[bytes | str]) -> pa.RecordBatch:

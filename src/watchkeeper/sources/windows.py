@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import RAW_COLUMN, RESERVED_COLUMNS, repeated, to_utc_timestamp
+from watchkeeper.events import RAW_COLUMN, RAW_INEXACT_COLUMN, RESERVED_COLUMNS, repeated, to_utc_timestamp
 from watchkeeper.sources.base import FieldSelection
 
 #: Fields holding `ALGO=value,ALGO=value` lists that Sigma rules also query one algorithm at a time.
@@ -167,10 +167,7 @@ class _Routes(dict[Any, _Keep]):
 
     def __missing__(self, value: Any) -> _Keep:
         sel = self.selection
-        if value is None:
-            fields = sel.everything
-        else:
-            fields = sel.by_route.get((value if type(value) is str else str(value)).lower(), sel.default)
+        fields = sel.everything if value is None else sel.by_route.get(value.lower(), sel.default)
         fields = _with_inputs(fields)
         keep = self._by_fields.get(fields)
         if keep is None:
@@ -180,6 +177,19 @@ class _Routes(dict[Any, _Keep]):
         return keep
 
 
+def _inexact(value: Any) -> bool:
+    """Whether a non-text JSON value's Sigma string is not its JSON text (floats, nested lists, objects).
+
+    A list of texts and numbers is its items' texts joined by newlines, which keyword searches
+    with a newline account for; an object's leaves may be anything.
+    """
+    t = type(value)
+    if t is list:
+        return any(type(item) not in _VERBATIM for item in value)
+    return t is not bool
+
+
+_VERBATIM = frozenset({str, int, bool, type(None)})
 #: Field spellings or routing values remembered at most (a hostile input could name millions).
 _MAX_REMEMBERED = 4096
 _ALL = _Keep(None)
@@ -284,6 +294,7 @@ class ColumnBuilder:
         #: Which fields `add_flat` keeps (`select`); with a selection, each record's text too.
         self.wanted: _Keep | _Routes = _ALL
         self.raws: _Texts | None = None
+        self.inexact: list[int] | None = None  # rows `events.RAW_INEXACT_COLUMN` marks
 
     def add(self, row: Mapping[str, str], record: int, raw: bytes = b"") -> None:
         """Append one flattened row (string values, all kept) with its record number and text."""
@@ -311,6 +322,7 @@ class ColumnBuilder:
         """Keep only the fields `selection` asks for (plus the core fields' inputs) and each record's text."""
         self.wanted = _ALL if selection is None else _Routes(selection)
         self.raws = None if selection is None else _Texts(self.text_bytes)
+        self.inexact = None if selection is None else []
 
     def add_flat(self, record: Mapping[str, Any], line: int, raw: bytes = b"") -> None:
         """Append one flat NXLog / OTRF object, stringifying its values on the way."""
@@ -319,7 +331,12 @@ class ColumnBuilder:
             self._grow()
         columns = self.columns
         wanted = self.wanted
-        keep: _Keep = wanted if isinstance(wanted, _Keep) else wanted[record.get(wanted.route)]
+        if isinstance(wanted, _Keep):
+            keep = wanted
+        else:
+            route = record.get(wanted.route)
+            # Not a text (absent, empty, a list, an object): every field any rule reads is kept.
+            keep = wanted[route if type(route) is str and route else None]
         known = keep.known
         nested: dict[str, Any] | None = None
         # Plain-dict subscripts with try/except: the interpreter specialises them, and a miss is
@@ -337,6 +354,8 @@ class ColumnBuilder:
                     _leaves(nested, value, key)  # leaves go by their own names: each is kept or not
                 elif keep[key]:
                     _put(nested, key, value)
+                if self.inexact is not None and _inexact(value):
+                    self.inexact.append(i)
                 continue
             try:
                 if not known[key]:
@@ -431,6 +450,12 @@ class ColumnBuilder:
             names.append(RAW_COLUMN)
             arrays.append(self.raws.array())
             self.raws = _Texts(self.text_bytes)
+        if self.inexact:
+            marks = np.zeros(n, dtype=bool)
+            marks[self.inexact] = True
+            names.append(RAW_INEXACT_COLUMN)
+            arrays.append(pa.array(marks))
+            self.inexact = []
         # The capacity reached is kept: the next batch of this input is likely as large, and
         # growing again (every column extended, three times over) cost 2% of reading OTRF.
         self.n = 0

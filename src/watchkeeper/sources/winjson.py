@@ -80,10 +80,9 @@ class WindowsJsonSource(Source):
 
     selection: FieldSelection | None = None
 
-    def select(self, selection: FieldSelection) -> bool:
+    def select(self, selection: FieldSelection) -> None:
         """Flat records keep the selected fields only; nested (`Event.System`) ones keep all."""
         self.selection = selection
-        return True
 
     @classmethod
     def expand(cls, raw: Sequence[bytes | str]) -> pa.RecordBatch:

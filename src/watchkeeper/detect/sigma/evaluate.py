@@ -28,7 +28,7 @@ from watchkeeper.detect.sigma.values import (
     match_few,
     match_values,
 )
-from watchkeeper.events import RAW_COLUMN, RESERVED_COLUMNS
+from watchkeeper.events import RAW_COLUMN, RAW_INEXACT_COLUMN, RESERVED_COLUMNS, is_native
 
 #: Gives every native field of records from their text (`Source.expand`).
 Expand = Callable[[Sequence[bytes | str]], pa.RecordBatch]
@@ -137,9 +137,7 @@ class BatchColumns:
         self.regexes = regexes
         #: Set when the batch holds the selected fields only: keywords then need `expand`.
         self.expand = expand
-        self.names = {
-            n.lower(): n for n in batch.schema.names if n not in RESERVED_COLUMNS and n != RAW_COLUMN
-        }
+        self.names = {n.lower(): n for n in batch.schema.names if is_native(n)}
         # Renames and logsource conditions may name reserved columns (`_outcome`, `_source`).
         self.reserved = {n: n for n in batch.schema.names if n in RESERVED_COLUMNS}
         self._columns: dict[str, _Column] = {}
@@ -147,7 +145,9 @@ class BatchColumns:
         self._keyword_results: dict[tuple[str, Match], BoolArray] = {}
         self._text: BatchText | None = None
         self._text_results: dict[tuple[str, ...], BoolArray] = {}
-        self._raw_text: BatchText | None = None
+        # Per row selection (a logsource step's rows, kept alive by its matcher): its text.
+        self._raw_texts: dict[int, tuple[np.ndarray | None, BatchText, pa.Array]] = {}
+        self._expanded: BatchColumns | None = None  # every field of every row, when a keyword needs it
 
     def expanded_keyword(self, m: Match, rows: np.ndarray | None) -> BoolArray:
         """Which of `rows` (None: all) satisfy keyword leaf `m` over all their fields, in a batch of
@@ -155,29 +155,38 @@ class BatchColumns:
 
         A record's text holds every value it has, JSON-escaped: a record whose text holds a
         keyword in none of its escaped forms (`keywords.json_forms`) has no field that contains
-        it. The few records whose text does are read in full and decided exactly; other keyword
-        forms read every record in full.
+        it, unless a value is not in the text as it stands (`events.RAW_INEXACT_COLUMN`). The few
+        records the text admits are read in full and decided exactly; other keyword forms (regular
+        expressions, a newline, which joins list items) read every record in full, once a batch.
         """
         assert self.expand is not None
-        raw = self.batch.column(RAW_COLUMN)
-        if rows is not None:
-            raw = raw.take(pa.array(rows))
-        if m.op in (Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH) and not m.cased and scannable(m.values):
-            forms = json_forms(m.values)
-            if rows is None:
-                if self._raw_text is None:
-                    self._raw_text = BatchText(pa.RecordBatch.from_arrays([raw], [RAW_COLUMN]), [RAW_COLUMN])
-                text = self._raw_text
-            else:
-                text = BatchText(pa.RecordBatch.from_arrays([raw], [RAW_COLUMN]), [RAW_COLUMN])
-            candidates = np.flatnonzero(text.rows_with(forms))
-        else:
-            candidates = np.arange(len(raw))
+        literal = m.op in (Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH)
+        if not literal or not scannable(m.values) or any("\n" in v for v in m.values):
+            if self._expanded is None:
+                self._expanded = BatchColumns(self.expand(self.batch.column(RAW_COLUMN).to_pylist()))
+            return BatchMatcher(self._expanded, rows=rows).evaluate(m)
+        text, raw = self._raw_text(rows)
+        admitted = text.rows_with(json_forms(tuple(v.lower() for v in m.values)))
+        if RAW_INEXACT_COLUMN in self.batch.schema.names:
+            inexact = self.batch.column(RAW_INEXACT_COLUMN).fill_null(False).to_numpy(zero_copy_only=False)
+            admitted |= np.asarray(inexact if rows is None else inexact[rows], dtype=bool)
+        candidates = np.flatnonzero(admitted)
         found = np.zeros(len(raw), dtype=bool)
         if len(candidates):
             full = self.expand(raw.take(pa.array(candidates)).to_pylist())
             found[candidates[BatchMatcher(full).evaluate(m)]] = True
         return found
+
+    def _raw_text(self, rows: np.ndarray | None) -> tuple[BatchText, pa.Array]:
+        """The records' text of `rows` (None: all) for keyword scans, made once per row selection."""
+        cached = self._raw_texts.get(id(rows))
+        if cached is None or cached[0] is not rows:
+            raw = self.batch.column(RAW_COLUMN)
+            if rows is not None:
+                raw = raw.take(pa.array(rows))
+            text = BatchText(pa.RecordBatch.from_arrays([raw], [RAW_COLUMN]), [RAW_COLUMN])
+            cached = self._raw_texts[id(rows)] = (rows, text, raw)
+        return cached[1], cached[2]
 
     def text_rows(self, values: tuple[str, ...]) -> BoolArray:
         """Rows of the whole batch with one of `values` in a native field (`keywords.scannable`)."""

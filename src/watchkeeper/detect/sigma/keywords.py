@@ -38,14 +38,15 @@ def scannable(values: Iterable[str]) -> bool:
     return bool(values) and all(v and v.isascii() and "\0" not in v for v in values)
 
 
-def json_forms(values: Iterable[str]) -> tuple[str, ...]:
+@lru_cache(maxsize=1024)
+def json_forms(values: tuple[str, ...]) -> tuple[str, ...]:
     """What a record's JSON text holds where a field holds one of `values` (`scannable` ones).
 
     JSON escapes `"`, `\\` and control characters the same way in every writer but for `/`, which
     some write `\\/`. Any character may also be written as a `\\u` sequence (PowerShell writes
     `'` as `\\u0027`): a text with such a sequence for a character of a value, in either case or
-    as a character RE2 folds onto it, may hold the value too. One case escapes this: a JSON number
-    written with an exponent (`1e5`) is the field value `100000.0`; Windows logs hold none.
+    as a character RE2 folds onto it, may hold the value too. Values not in the text as they stand
+    (floats, objects in lists) are flagged by the reader (`events.RAW_INEXACT_COLUMN`).
     """
     forms: set[str] = set()
     for value in values:
