@@ -23,6 +23,7 @@ from watchkeeper.detect.sigma.selection import select_fields
 from watchkeeper.events import RAW_COLUMN
 from watchkeeper.hunt import Detection, HuntOptions, run_hunt
 from watchkeeper.sources import load_all
+from watchkeeper.sources.autodetect import read_inputs
 from watchkeeper.sources.base import FieldSelection
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.winjson import WindowsJsonSource
@@ -174,8 +175,6 @@ def test_a_hunt_with_selection_finds_what_a_full_read_finds(datasets: Path) -> N
     rules = [need(datasets / "sigma" / "rules" / "windows")]
 
     def hunt(select: bool) -> dict[tuple[str, str, int | None], dict[str, object]]:
-        from watchkeeper.sources.autodetect import read_inputs
-
         found: dict[tuple[str, str, int | None], dict[str, object]] = {}
 
         def keep(d: Detection) -> None:

@@ -295,6 +295,7 @@ class ColumnBuilder:
         self.wanted: _Keep | _Routes = _ALL
         self.raws: _Texts | None = None
         self.inexact: list[int] | None = None  # rows `events.RAW_INEXACT_COLUMN` marks
+        self.text_bytes = 1 << 24
 
     def add(self, row: Mapping[str, str], record: int, raw: bytes = b"") -> None:
         """Append one flattened row (string values, all kept) with its record number and text."""
@@ -315,11 +316,12 @@ class ColumnBuilder:
             self.raws.add(raw)
         self.n = i + 1
 
-    #: About how many bytes of records' text a batch holds when it is cut (with a selection).
-    text_bytes = 1 << 24
+    def select(self, selection: FieldSelection | None, text_bytes: int = 1 << 24) -> None:
+        """Keep only the fields `selection` asks for (plus the core fields' inputs) and each record's text.
 
-    def select(self, selection: FieldSelection | None) -> None:
-        """Keep only the fields `selection` asks for (plus the core fields' inputs) and each record's text."""
+        `text_bytes`: about how many bytes of records' text a batch holds when it is cut.
+        """
+        self.text_bytes = text_bytes
         self.wanted = _ALL if selection is None else _Routes(selection)
         self.raws = None if selection is None else _Texts(self.text_bytes)
         self.inexact = None if selection is None else []

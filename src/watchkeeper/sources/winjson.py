@@ -61,6 +61,8 @@ class WindowsJsonSource(Source):
 
     name: ClassVar[str] = "windows.json"
     logsources: ClassVar[tuple[LogSourceMapping, ...]] = WINDOWS_LOGSOURCES
+    #: The fields a hunt reads (`select`); None: every field.
+    selection: FieldSelection | None = None
 
     @classmethod
     def sniff(cls, head: bytes, filename: str) -> float:
@@ -77,8 +79,6 @@ class WindowsJsonSource(Source):
         if not is_windows_event(first):
             return 0.0
         return 0.95 if "Event" in first else 0.9
-
-    selection: FieldSelection | None = None
 
     def select(self, selection: FieldSelection) -> None:
         """Flat records keep the selected fields only; nested (`Event.System`) ones keep all."""
@@ -99,8 +99,7 @@ class WindowsJsonSource(Source):
     def read(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         """Yield batches of events; bad lines or objects go to the dead letter with their line."""
         builder = ColumnBuilder(self.batch_size)
-        builder.text_bytes = BATCH_BYTES + (1 << 16)  # cut past BATCH_BYTES, by a record
-        builder.select(self.selection)
+        builder.select(self.selection, text_bytes=BATCH_BYTES + (1 << 16))  # cut past BATCH_BYTES by a record
         size = 0
         for line, value, text in self._values(stream, origin, dead):
             if not isinstance(value, dict):
