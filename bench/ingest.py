@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from watchkeeper.lake import LakeWriter
+from watchkeeper.runtime import configure_process
 from watchkeeper.sources.autodetect import read_inputs
 from watchkeeper.sources.deadletter import DeadLetter
 
@@ -71,6 +72,8 @@ def _ingest(paths: list[str]) -> tuple[int, float]:
 
 def main() -> None:
     """Print parse-only and end-to-end events per CPU second for each case."""
+    if not os.environ.get("WATCHKEEPER_BENCH_DEFAULT_MALLOC"):
+        configure_process()  # as the CLI does
     print(f"{'case':30} {'events':>9} {'parse ev/s':>12} {'lake ev/s':>12}  (CPU time, one process)")
     with tempfile.TemporaryDirectory() as scratch:
         hosts = _many_hosts(Path(scratch) / "auth.log")

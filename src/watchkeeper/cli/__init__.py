@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import gc
-import os
 import sys
 
 from watchkeeper.cli import demo, hunt, lake, rules, rules_update, sources  # noqa: F401  (registers the commands)
 from watchkeeper.cli.app import app, fail
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.runtime import configure_process
 
 
 def main() -> None:
     """Entry point of the `watchkeeper` console script."""
-    # Set before numpy loads (a command imports it): no command does linear algebra, yet OpenBLAS
-    # starts a thread per core at import, ~60 ms of a hunt. A value the user set is kept.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    configure_process()
     try:
         app()
     except WatchkeeperError as exc:
