@@ -13,11 +13,13 @@ from watchkeeper.runtime import configure_process
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
+
 @pytest.fixture(autouse=True)
 def _restore_pool() -> Iterator[None]:
     pool = pa.default_memory_pool()
     yield
     pa.set_memory_pool(pool)
+
 
 @glibc
 def test_arrow_allocates_from_glibc_once_glibc_keeps_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,6 +29,7 @@ def test_arrow_allocates_from_glibc_once_glibc_keeps_freed_memory(monkeypatch: p
     assert pa.default_memory_pool().backend_name == "system"
 
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
 
 @glibc
 @pytest.mark.parametrize(
