@@ -27,7 +27,6 @@ def test_arrow_allocates_from_glibc_once_glibc_keeps_freed_memory(monkeypatch: p
         monkeypatch.delenv(name, raising=False)
     configure_process()
     assert pa.default_memory_pool().backend_name == "system"
-
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
 
 
@@ -44,5 +43,4 @@ def test_the_users_memory_settings_win(monkeypatch: pytest.MonkeyPatch, variable
     before = pa.default_memory_pool().backend_name
     configure_process()
     assert pa.default_memory_pool().backend_name == before
-
     assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
