@@ -11,6 +11,7 @@ UserData fields by their leaf names.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -486,6 +487,8 @@ class _Texts:
     #: Buffers of batches handed out, oldest first; at most `_KEPT`, each taken back when free.
     _recycled: ClassVar[list[bytearray]] = []
     _KEPT = 2
+    #: Readers in several threads share `_recycled`: a buffer is checked and taken in one step.
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -505,7 +508,10 @@ class _Texts:
 
     def _make_room(self, start: int, end: int) -> None:
         self.view.release()
-        free = _unreferenced(self._recycled) if start == 0 else None
+        free = None
+        if start == 0:
+            with self._lock:
+                free = _unreferenced(self._recycled)
         if free is not None and len(free) >= end:
             self.data = free
         else:
@@ -522,9 +528,10 @@ class _Texts:
         del used
         self.view.release()
         if self.data:
-            recycled = self._recycled
-            recycled.append(self.data)
-            del recycled[: -self._KEPT]
+            with self._lock:
+                recycled = self._recycled
+                recycled.append(self.data)
+                del recycled[: -self._KEPT]
         self.data = bytearray()
         self.view = memoryview(self.data)
         self.size = 0
