@@ -24,9 +24,10 @@ def configure_process() -> None:
     Memory returned to the system costs a page fault per 4 KiB when it is touched again — about
     3.5 µs each on the virtual machines measured (docs/performance.md) — and glibc returns freed
     blocks above 128 KiB at once. With glibc keeping them, Arrow's buffers come from it too
-    (mimalloc hands freed pages back after a few milliseconds): a hunt over OTRF then takes 40%
-    fewer page faults, less than half the system time and 35 MB less memory at peak. Settings the
-    user made (`GLIBC_TUNABLES`, `ARROW_DEFAULT_MEMORY_POOL`, `OPENBLAS_NUM_THREADS`) win.
+    (mimalloc hands freed pages back after a few milliseconds): on a third of OTRF a hunt then
+    took 62–66k page faults instead of 70–76k, a third of the system time and 35–40 MB less at
+    peak. Library users call this themselves. Settings the user made (`GLIBC_TUNABLES`,
+    `ARROW_DEFAULT_MEMORY_POOL`, `OPENBLAS_NUM_THREADS`) win.
     """
     # Set before numpy loads (a command imports it): no command does linear algebra, yet OpenBLAS
     # starts a thread per core at import, ~60 ms of a hunt.
