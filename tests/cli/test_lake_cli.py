@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +253,24 @@ def test_a_bad_mapping_is_one_error_line(tmp_path: Path) -> None:
     data.write_text("a\n1\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["ingest", str(data), "--lake", str(tmp_path / "lake"), "--map", "nocolumn"])
     assert result.exit_code != 0
+
+
+def test_lake_commands_exit_without_noise_on_stderr(tmp_path: Path) -> None:
+    """As a user runs them (`python -m watchkeeper`, real exit): stderr holds nothing.
+
+    DuckDB 2.x binds with nanobind, which prints "leaked type" warnings at exit when the
+    interpreter's final collection is skipped (`gc.freeze`).
+    """
+    inputs, lake = tmp_path / "in", tmp_path / "lake"
+    inputs.mkdir()
+    cloudtrail(inputs / "a.json", [event(i) for i in range(5)])
+    for args in (
+        ["ingest", str(inputs), "--lake", str(lake)],
+        ["query", "--lake", str(lake), "--format", "csv", "SELECT count(*) AS n FROM events"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "watchkeeper", *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", done.stderr[:500]
+    assert done.stdout.split() == ['"n"', "5"]
