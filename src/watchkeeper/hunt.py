@@ -75,6 +75,7 @@ class HuntStats:
     events: int = 0
     members: int = 0
     dead_letters: int = 0
+    repaired: int = 0  # records kept after a repair (bad UTF-8), also in the dead letter
     detections: int = 0
     seconds: float = 0.0
     rules_loaded: int = 0
@@ -162,6 +163,7 @@ def run_hunt(
     finally:
         dead.close()
     stats.dead_letters = dead.count
+    stats.repaired = dead.repaired
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -89,6 +89,7 @@ def test_bad_lines_dead_lettered() -> None:
     assert len(rows) == 2 and dead.count == 2
     assert [r["_record"] for r in rows] == [1, 4]
     assert rows[1]["cwd"] == "/r\ufffd"
+    assert dead.repaired == 1 and dead.repaired_by_file["audit.log"] == 1
 
 
 @settings(max_examples=200, deadline=None)

@@ -120,7 +120,22 @@ def test_bad_input_is_dead_lettered_and_rest_read() -> None:
     assert dead.count == 2 and dead.by_file["mem"] == 2
     messages = table.column("message").to_pylist()
     assert "caf\ufffd" in messages  # latin-1 byte kept as a replacement character
+    assert dead.repaired == 1 and dead.repaired_by_file["mem"] == 1  # and reported
     assert sorted(table.column("_record").to_pylist()) == [1, 2, 5]
+
+
+def test_lines_not_utf8_are_kept_and_reported_by_number() -> None:
+    said: list[str] = []
+    dead = DeadLetter(announce=said.append)
+    good = b"Mar 27 13:06:56 host sshd[1]: Failed password for root from 10.0.0.1 port 22 ssh2\n"
+    data = good + b"Mar 27 13:06:57 host sshd[2]: Failed password for j\xf6rg from 10.0.0.2 port 22 ssh2\n" + good
+    batches = list(SyslogSource(year=2024).read(io.BytesIO(data * 2), "auth.log", dead))
+    table = concat(batches)
+    assert table.num_rows == 6 and dead.count == 0
+    assert table.column("_user").to_pylist().count("j\ufffdrg") == 2
+    assert dead.repaired == 2
+    assert [line.split(":")[0] for line in said] == ["auth.log, record 2", "auth.log, record 5"]
+    assert all("not valid UTF-8" in line for line in said)
 
 
 @settings(max_examples=200, deadline=None)

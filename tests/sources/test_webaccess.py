@@ -73,6 +73,7 @@ def test_bad_lines() -> None:
     assert len(rows) == 2 and dead.count == 2
     assert [r["_record"] for r in rows] == [1, 4]
     assert rows[0]["cs-user-agent"] == "ua \ufffd"
+    assert dead.repaired == 2  # the latin-1 agent, kept and reported, on both good lines
 
 
 @settings(max_examples=200, deadline=None)

@@ -101,12 +101,18 @@ def test_short_row_long_line_and_bytes() -> None:
     assert dead.count == 2
 
 
-def test_tsv_bad_utf8_becomes_replacement_characters() -> None:
+def test_tsv_bad_utf8_becomes_replacement_characters_and_is_reported() -> None:
     rows = b"1.5\tC1\t10.0.0.1\t10.0.0.2\t1\t2\tT\n2.5\tC\xff2\t10.0.0.1\t10.0.0.2\t1\t2\tF\n"
     batches, dead = read(HEADER + rows)
     table = pa.Table.from_batches(batches)
     assert table.column("uid").to_pylist() == ["C1", "C\ufffd2"]
-    assert dead.count == 0
+    assert dead.count == 0 and dead.repaired == 1
+    said: list[str] = []
+    list(ZeekSource().read(io.BytesIO(HEADER + rows), "conn.log", DeadLetter(announce=said.append)))
+    line = HEADER.count(b"\n") + 2
+    assert said == [
+        f"conn.log, record {line}: line {line} is not valid UTF-8 (byte 6): kept, with U+FFFD in place of the bad bytes"
+    ]
 
 
 def test_json_bad_lines() -> None:

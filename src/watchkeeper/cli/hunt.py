@@ -112,6 +112,9 @@ def hunt(
         render_summary(stats, report)
         if stats.dead_letters:
             report.print(f"Unreadable records were written to {dead_letter}")
+        if stats.repaired:
+            report.print(f"{stats.repaired:,} record(s) not valid UTF-8 were read with replacement characters; "
+                         f"their original bytes are in {dead_letter}")
         if output is not None:
             report.print(f"Detections written to {output} ({fmt or 'jsonl'})")
 

@@ -37,6 +37,7 @@ class Format(StrEnum):
     json = "json"
 
 
+DEADLETTER_NAME = "deadletter.jsonl"
 LAKE_OPTION = typer.Option(..., "--lake", help="Lake directory.", file_okay=False)
 
 
@@ -48,7 +49,8 @@ def ingest(
         None, "--retention", min=0, help="Drop partitions (and skip events) older than this many days."
     ),
     dead_letter: Path | None = typer.Option(
-        None, "--dead-letter", help="Append unreadable records, with the reason, to this JSON-lines file."
+        None, "--dead-letter",
+        help="Append unreadable records, with the reason, to this JSON-lines file (default: deadletter.jsonl in the lake).",
     ),
     batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Events per batch."),
     mapping: list[str] | None = typer.Option(
@@ -75,6 +77,8 @@ def ingest(
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
+    if dead_letter is None:
+        dead_letter = lake / DEADLETTER_NAME  # beside the partitions, never read as one
     dead = DeadLetter(dead_letter)
     try:
         with LakeWriter(lake, retention_days=retention) as writer:
@@ -101,6 +105,9 @@ def ingest(
     )
     for file, count in dead.by_file.most_common(DEAD_FILES_SHOWN):
         warn(f"{file}: {count} unreadable record(s)" + (f", see {dead_letter}" if dead_letter else ""))
+    for file, count in dead.repaired_by_file.most_common(DEAD_FILES_SHOWN):
+        warn(f"{file}: {count} record(s) not valid UTF-8, ingested with replacement characters"
+             + (f"; original bytes in {dead_letter}" if dead_letter else ""))
 
 
 def _print_table(reader: pa.RecordBatchReader) -> None:

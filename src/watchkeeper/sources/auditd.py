@@ -30,7 +30,7 @@ import pyarrow as pa
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import RowBuffer, iter_lines
+from watchkeeper.sources.lines import RowBuffer, check_utf8, iter_lines
 
 _RECORD_RE = re.compile(rb"(?:node=(\S+) )?type=(\S+) msg=audit\((\d+)(?:\.(\d+))?:(\d+)\): ?(.*)", re.DOTALL)
 _KV = re.compile(r"([\w-]+(?:\[\d+\])?)=(\"[^\"]*\"|'[^']*'|\S*)")
@@ -120,6 +120,7 @@ class AuditdSource(Source):
         for number, line in iter_lines(stream, origin, dead):
             if not line.strip() or line.startswith(b"----"):  # ausearch separators
                 continue
+            check_utf8(line, number, origin, dead)
             m = _RECORD_RE.match(line)
             if m is None:
                 dead.add(origin, number, "not an audit record (type=… msg=audit(…):)", line)

@@ -32,6 +32,27 @@ _SOURCE = col("source")
 _FILE = col("file")
 
 
+def check_utf8(line: bytes, number: int, origin: str, dead: DeadLetter) -> None:
+    """Report `line` (kept, decoded with U+FFFD) when it is not valid UTF-8."""
+    if line.isascii():  # the usual case, far cheaper than a decode
+        return
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        dead.repair(
+            origin,
+            number,
+            f"line {number} is not valid UTF-8 (byte {exc.start + 1}): kept, with U+FFFD in place of the bad bytes",
+            line,
+        )
+
+
+def check_utf8_lines(chunk: bytes, first: int, origin: str, dead: DeadLetter) -> None:
+    """`check_utf8` for every line of `chunk` (whole lines, the first numbered `first`)."""
+    for number, line in enumerate(chunk.split(b"\n"), first):
+        check_utf8(line.rstrip(b"\r"), number, origin, dead)
+
+
 def iter_lines(
     stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE, first_line: int = 1
 ) -> Iterator[tuple[int, bytes]]:
@@ -150,8 +171,10 @@ def split_block(
     lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, offsets, pa.py_buffer(block)])
     try:
         text = pc.cast(lines, pa.string())
-    except pa.ArrowInvalid:  # bad UTF-8: replacement characters, as the line readers do
+    except pa.ArrowInvalid:  # bad UTF-8: kept with replacement characters, each line reported
         text = pa.array(block.decode("utf-8", "replace").split("\n")[: len(ends)], pa.string())
+        for k in np.flatnonzero((ends - starts) <= max_line).tolist():
+            check_utf8(block[starts[k] : ends[k]].rstrip(b"\r"), first + k, origin, dead)
     text = pc.utf8_rtrim(text, characters="\r\n")
     numbers = np.arange(first, first + len(ends), dtype=np.int64)
     keep = (ends - starts) <= max_line

@@ -20,7 +20,7 @@ import pyarrow as pa
 from watchkeeper.events import col
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import RowBuffer, iter_lines, parse_time, text_of
+from watchkeeper.sources.lines import RowBuffer, check_utf8, iter_lines, parse_time, text_of
 
 _CLF = re.compile(
     rb'(\S+) (\S+) (\S+) \[([^\]]+)\] "((?:[^"\\]|\\.)*)" (\d{3}|-) (\d+|-)'
@@ -88,6 +88,7 @@ class WebAccessSource(Source):
         for number, line in iter_lines(stream, origin, dead):
             if not line.strip():
                 continue
+            check_utf8(line, number, origin, dead)
             if line.lstrip()[:1] in (b"{", b"["):
                 row = _json_row(line, origin, number, dead)
             else:

@@ -31,7 +31,14 @@ from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.base import LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, as_numbers, empty_rows, iso_times
+from watchkeeper.sources.lines import (
+    MAX_LINE,
+    as_numbers,
+    check_utf8,
+    check_utf8_lines,
+    empty_rows,
+    iso_times,
+)
 
 #: Zeek log types with a source of their own (`zeek.<type>`), each answering Sigma's product zeek
 #: with the same service name. Other log types are read as the generic `zeek` source.
@@ -402,9 +409,10 @@ class _LineGuard(io.RawIOBase):
                 self._overlong()
                 return b"#\n"
             if self.pending:
-                tail, self.pending = self.pending, b""
+                tail, self.pending = self.pending.rstrip(b"\n"), b""
                 self.lines += 1
-                return tail.rstrip(b"\n").decode("utf-8", "replace").encode() + b"\n"
+                check_utf8(tail, self.lines, self.origin, self.dead)
+                return tail.decode("utf-8", "replace").encode() + b"\n"
             return None
         out = b""
         if self.skipping:
@@ -431,12 +439,18 @@ class _LineGuard(io.RawIOBase):
         else:
             body = b"".join((self.pending, memoryview(data)[: last + 1]))  # one copy, not two
         self.pending = data[last + 1 :]
-        self.lines += body.count(b"\n")
+        count = body.count(b"\n")
+        self.lines += count
         if body.isascii():  # the usual case, checked far faster than a decode and an encode
             return out + body if out else body
         # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
-        # as in the other text sources) instead of failing pyarrow's string conversion.
-        return out + body.decode("utf-8", "replace").encode()
+        # as in the other text sources, and reported) instead of failing pyarrow's string conversion.
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            check_utf8_lines(body[:-1], self.lines - count + 1, self.origin, self.dead)
+            return out + body.decode("utf-8", "replace").encode()
+        return out + body
 
     def _overlong(self) -> None:
         self.lines += 1
