@@ -120,11 +120,11 @@ class AuditdSource(Source):
         for number, line in iter_lines(stream, origin, dead):
             if not line.strip() or line.startswith(b"----"):  # ausearch separators
                 continue
-            check_utf8(line, number, origin, dead)
             m = _RECORD_RE.match(line)
             if m is None:
                 dead.add(origin, number, "not an audit record (type=… msg=audit(…):)", line)
                 continue
+            check_utf8(line, number, origin, dead)  # kept: say so if its bytes were replaced
             row = _record(m)
             row[_RECORD] = number
             serial = f"{row['node'] or ''}:{row['serial']}"

@@ -88,13 +88,14 @@ class WebAccessSource(Source):
         for number, line in iter_lines(stream, origin, dead):
             if not line.strip():
                 continue
-            check_utf8(line, number, origin, dead)
             if line.lstrip()[:1] in (b"{", b"["):
                 row = _json_row(line, origin, number, dead)
             else:
                 row = _text_row(line, dates)
                 if row is None:
                     dead.add(origin, number, "not a common/combined log format line", line)
+                else:
+                    check_utf8(line, number, origin, dead)  # kept: say so if its bytes were replaced
             if row is None:
                 continue
             row[_RECORD] = number
