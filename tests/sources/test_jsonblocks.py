@@ -49,7 +49,8 @@ values = st.one_of(
 objects = st.dictionaries(st.sampled_from(["a", "b", "ts", "A", "x.y", "_path"]), values, max_size=5)
 lines = st.one_of(
     objects.map(orjson.dumps),
-    st.sampled_from([b"", b"  ", b"[1, 2]", b"not json", b'"text"', b"{}", b'{"a": 1}\r', b"\xff\xfe"]),
+    st.sampled_from([b"", b"  ", b"[1, 2]", b"not json", b'"text"', b"{}", b'{"a": 1}\r', b"\xff\xfe",
+                    b'{"a": "caf\xe9"}']),
 )
 
 
@@ -90,6 +91,15 @@ def test_overlong_lines_are_dead_lettered_with_their_numbers() -> None:
     rows, dead = by_blocks(data, block_bytes=64, max_line=100)
     assert sorted(rows) == [1, 3, 5] and dead == 2
     assert (rows, dead) == by_lines(data, max_line=100)
+
+
+def test_a_line_not_utf8_is_dead_lettered_not_stored() -> None:
+    # pyarrow's reader takes such bytes as they stand; JSON is UTF-8, so the line is not JSON.
+    good = b'{"a": "x"}'
+    data = b"\n".join([good, b'{"a": "caf\xe9"}', good]) + b"\n"
+    rows, dead = by_blocks(data, block_bytes=1 << 20)
+    assert sorted(rows) == [1, 3] and dead == 1
+    assert (rows, dead) == by_lines(data)
 
 
 def test_fields_that_change_type_fall_back_without_loss() -> None:

@@ -97,6 +97,15 @@ def test_purview_csv_with_a_bad_audit_data_row() -> None:
     assert said[1].startswith("ual, record 4")
 
 
+def test_purview_csv_with_bad_utf8_is_kept_and_reported() -> None:
+    data = purview_csv([("UserLoggedIn", orjson.dumps(LOGIN).decode())])
+    data = data.replace(b"alice@contoso.com", b"al\xe9ce@contoso.com")
+    table, dead, said = read(data)
+    assert table is not None and table.column("_user").to_pylist() == ["al\ufffdce@contoso.com"]
+    assert dead.count == 0 and dead.repaired == 1
+    assert said == ["ual, record 2: line 2 is not valid UTF-8 (byte 50): kept, with U+FFFD in place of the bad bytes"]
+
+
 def test_other_formats_are_not_claimed() -> None:
     assert M365Audit.sniff(b'{"eventSource": "s3.amazonaws.com", "eventName": "GetObject"}', "x.json") == 0.0
     assert M365Audit.sniff(b"a,b,c\n1,2,3\n", "x.csv") == 0.0

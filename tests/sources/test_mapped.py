@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import parse_time, times_of
+from watchkeeper.sources.lines import MAX_LINE, parse_time, times_of
 from watchkeeper.sources.mapped import MappedSource
 
 MAPPING = {"time": "when", "user": "who", "src_ip": "ip", "bytes": "size", "CommandLine": "cmd"}
@@ -32,6 +32,15 @@ def test_csv_mapping() -> None:
     assert a["CommandLine"] == "whoami /all" and a["who"] == "alice" and a["_source"] == "edr.csv"
     assert b["_time"] == datetime.fromtimestamp(1700000000, UTC) and b["_bytes"] is None
     assert b["_src_ip"] is None and b["CommandLine"] == "a,b" and b["_record"] == 3
+
+
+def test_csv_bad_utf8_kept_and_reported_long_line_dead_lettered() -> None:
+    long_row = b"x" * (MAX_LINE + 10)
+    data = b'\xef\xbb\xbfwhen,who,ip,size,cmd\n1,caf\xe9,,,"two\nlines \xff"\n' + long_row + b"\n2,bob,,,ok\n"
+    rows, dead = read(MappedSource(MAPPING), data)
+    assert [r["_user"] for r in rows] == ["caf\ufffd", "bob"]
+    assert rows[0]["CommandLine"] == "two\nlines \ufffd" and rows[1]["_record"] == 5  # csv's count stays the file's
+    assert dead.repaired == 2 and dead.count == 1  # lines 2 and 3 kept with U+FFFD; line 4 dead-lettered
 
 
 def test_json_lines_mapping_and_bad_lines() -> None:

@@ -124,6 +124,16 @@ def test_bad_input_is_dead_lettered_and_rest_read() -> None:
     assert sorted(table.column("_record").to_pylist()) == [1, 2, 5]
 
 
+def test_an_unparsable_line_not_utf8_is_reported_once() -> None:
+    said: list[str] = []
+    dead = DeadLetter(announce=said.append)
+    good = b"Mar 27 13:06:56 host sshd[1]: Failed password for root from 10.0.0.1 port 22 ssh2\n"
+    batches = list(SyslogSource(year=2024).read(io.BytesIO(good + b"gar\xffbage\n" + good), "auth.log", dead))
+    assert concat(batches).num_rows == 2
+    assert dead.count == 1 and dead.repaired == 0
+    assert said == ["auth.log, record 2: not a syslog line (no timestamp and host)"]
+
+
 def test_lines_not_utf8_are_kept_and_reported_by_number() -> None:
     said: list[str] = []
     dead = DeadLetter(announce=said.append)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import need
+from watchkeeper.sources import winjson
 from watchkeeper.sources.autodetect import read_inputs
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.evtx import EvtxSource
@@ -151,3 +152,22 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     dead = DeadLetter()
     rows = _read(data, dead)
     assert rows or dead.count or not data.removeprefix(b"\xef\xbb\xbf").strip(b" \t\r\n\x0b\x0c[],")
+
+
+def test_over_long_lines_and_values_are_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winjson, "MAX_LINE", 4096)
+    good = b'{"EventID": 4688, "Channel": "Security", "Hostname": "pc1", "NewProcessName": "C:\\\\x.exe"}'
+    said: list[str] = []
+    dead = DeadLetter(announce=said.append)
+    long_line = b'{"EventID": 1, "Channel": "Security", "Message": "' + b"y" * 5000 + b'"}'
+    rows = _read(b"\n".join([good, long_line, good]) + b"\n", dead)
+    assert [r["_record"] for r in rows] == [1, 3]
+    assert said == [f"mem.json, record 2: line of {len(long_line)} bytes is longer than the limit of 4096"]
+
+    # Pretty-printed objects: one held whole over the limit is skipped to its end, not kept in memory.
+    fields = b"".join(b'  "M%d": "%s",\n' % (i, b"y" * 1000) for i in range(5))
+    pretty = b'{\n  "EventID": 1,\n  "Channel": "Security",\n' + fields + b'  "Hostname": "pc1"\n}\n'
+    said.clear()
+    rows = _read(b"[\n" + good + b",\n" + pretty.rstrip(b"\n") + b",\n" + good + b"\n]\n", dead)
+    assert [r["_record"] for r in rows] == [2, 13]
+    assert said == ["mem.json, record 3: value starting at line 3 is longer than the limit of 4096 bytes"]

@@ -74,6 +74,8 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
     lines = block.count(b"\n")
     if lines == 0 or block.startswith(b"\n") or b"\n\n" in block or _has_long_line(block, max_line):
         return None  # over-long or blank lines: the line path reports and skips them
+    if not block.isascii() and not _is_utf8(block):
+        return None  # pyarrow's reader takes bytes that are not UTF-8 as they stand: not JSON
     while True:
         try:
             table = pj.read_json(
@@ -111,6 +113,17 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
         arrays.append(text)
     # Rows without a single value (`{}` lines) are rows all the same: the line path keeps them.
     return pa.Table.from_arrays(arrays, names=names) if names else None
+
+
+def _is_utf8(block: bytes) -> bool:
+    """Whether `block` is valid UTF-8 (checked by Arrow in place, no decoded copy)."""
+    offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
+    text = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(block)])
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _has_long_line(block: bytes, max_line: int) -> bool:

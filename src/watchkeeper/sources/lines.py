@@ -54,9 +54,18 @@ def check_utf8_lines(chunk: bytes, first: int, origin: str, dead: DeadLetter) ->
 
 
 def iter_lines(
-    stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE, first_line: int = 1
+    stream: BinaryIO,
+    origin: str,
+    dead: DeadLetter,
+    max_line: int = MAX_LINE,
+    first_line: int = 1,
+    keep_ends: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, line without its end) lazily; over-long lines go to the dead letter."""
+    """Yield (line number, line without its end) lazily; over-long lines go to the dead letter.
+
+    `keep_ends`: lines keep their end, and an over-long line is given as an empty one (`csv`
+    counts the lines it reads).
+    """
     readline = stream.readline
     number = first_line - 1
     while True:
@@ -73,9 +82,28 @@ def iter_lines(
                 size += len(rest)
                 if not rest or rest.endswith(b"\n"):
                     break
+            size -= rest.endswith(b"\n")  # the size of the line, as the other readers count it
             dead.add(origin, number, f"line of {size} bytes is longer than the limit of {max_line}", head)
+            if keep_ends:
+                yield number, b"\n"
             continue
-        yield number, line.rstrip(b"\r\n")
+        yield number, line if keep_ends else line.rstrip(b"\r\n")
+
+
+def text_lines(stream: BinaryIO, origin: str, dead: DeadLetter, max_line: int = MAX_LINE) -> Iterator[str]:
+    """Decoded lines, ends kept, for `csv`: bad UTF-8 kept and reported, over-long lines dead-lettered.
+
+    An over-long line is replaced by an empty one, so the reader's line count stays the file's.
+    """
+    first = True
+    for number, line in iter_lines(stream, origin, dead, max_line, keep_ends=True):
+        if first:
+            line, first = line.removeprefix(b"\xef\xbb\xbf"), False
+        if line.isascii():
+            yield line.decode("ascii")
+            continue
+        check_utf8(line.rstrip(b"\r\n"), number, origin, dead)
+        yield line.decode("utf-8", "replace")
 
 
 def iter_line_blocks(
@@ -153,6 +181,8 @@ class LineBlock:
     text: pa.Array
     block: bytes
     spans: np.ndarray  # (start, end) byte offsets in `block` of each line, for dead-letter entries
+    #: Some line is not valid UTF-8 (kept with U+FFFD): the caller reports those it keeps (`check_utf8`).
+    mended: bool = False
 
     def raw(self, i: int) -> bytes:
         """The bytes of line `i` as read."""
@@ -164,17 +194,21 @@ def split_block(
     block: bytes, first: int, origin: str, dead: DeadLetter, max_line: int = MAX_LINE
 ) -> LineBlock:
     """The lines of a block from `iter_line_blocks` (ends stripped as `iter_lines` does), without
-    copying them one by one; blank lines are dropped and lines over `max_line` bytes dead-lettered."""
+    copying them one by one; blank lines are dropped and lines over `max_line` bytes dead-lettered.
+
+    Lines that are not valid UTF-8 are not reported here (`LineBlock.mended`): a line the caller
+    then cannot parse is dead-lettered, and one report of it is enough.
+    """
     ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)
     starts = np.concatenate(([0], ends[:-1] + 1))
     offsets = pa.py_buffer(np.concatenate((starts, ends[-1:] + 1)).astype(np.int32))
     lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, offsets, pa.py_buffer(block)])
+    mended = False
     try:
         text = pc.cast(lines, pa.string())
-    except pa.ArrowInvalid:  # bad UTF-8: kept with replacement characters, each line reported
+    except pa.ArrowInvalid:  # bad UTF-8: kept with replacement characters
         text = pa.array(block.decode("utf-8", "replace").split("\n")[: len(ends)], pa.string())
-        for k in np.flatnonzero((ends - starts) <= max_line).tolist():
-            check_utf8(block[starts[k] : ends[k]].rstrip(b"\r"), first + k, origin, dead)
+        mended = True
     text = pc.utf8_rtrim(text, characters="\r\n")
     numbers = np.arange(first, first + len(ends), dtype=np.int64)
     keep = (ends - starts) <= max_line
@@ -185,8 +219,8 @@ def split_block(
     keep &= pc.greater(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
     spans = np.stack((starts, ends), axis=1)
     if keep.all():
-        return LineBlock(numbers, text, block, spans)
-    return LineBlock(numbers[keep], text.filter(keep), block, spans[keep])
+        return LineBlock(numbers, text, block, spans, mended)
+    return LineBlock(numbers[keep], text.filter(keep), block, spans[keep], mended)
 
 
 def parse_time(value: object) -> int | None:

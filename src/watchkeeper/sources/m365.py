@@ -21,6 +21,7 @@ from watchkeeper.events import batch_from_rows
 from watchkeeper.sources.base import LogSourceMapping
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonflat import BOM, JsonSource, flatten, sniff_json
+from watchkeeper.sources.lines import text_lines
 
 _SUCCESS = frozenset({"succeeded", "success", "true", "partiallysucceeded"})
 _FAILURE = frozenset({"failed", "failure", "false"})
@@ -113,8 +114,7 @@ class M365Audit(JsonSource):
     def _csv(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[pa.RecordBatch]:
         # AuditData cells can exceed the csv module's 128 KiB default.
         csv.field_size_limit(max(csv.field_size_limit(), min(self.max_bytes, sys.maxsize)))
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.DictReader(text)
+        reader = csv.DictReader(text_lines(stream, origin, dead, self.max_bytes))
         rows: list[Mapping[str, Any]] = []
         line = 1
         while True:

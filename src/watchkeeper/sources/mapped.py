@@ -6,7 +6,7 @@ are read in blocks (`jsonblocks`) and mapped column by column; CSV row by row.
 
 Text is decoded as UTF-8 with replacement characters: a log line with a stray latin-1 byte is
 still an event an analyst wants to see, so it is kept (the U+FFFD marks the damage) rather than
-dead-lettered.
+dead-lettered, and reported (a warning and a dead-letter entry marked kept).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from watchkeeper.events import CORE_FIELDS, RESERVED_COLUMNS, col, repeated, tex
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, Source
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.jsonblocks import iter_text_blocks
-from watchkeeper.sources.lines import MAX_LINE, SKIP_CHUNK, RowBuffer, parse_time, times_of
+from watchkeeper.sources.lines import RowBuffer, parse_time, text_lines, times_of
 
 
 class MappedSource(Source):
@@ -90,8 +90,7 @@ class MappedSource(Source):
     def _csv(
         self, stream: BinaryIO, origin: str, dead: DeadLetter
     ) -> Iterator[tuple[int, dict[str, str | None]]]:
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.reader(_bounded(text, origin, dead))
+        reader = csv.reader(text_lines(stream, origin, dead))
         header: list[str] | None = None
         while True:
             try:
@@ -150,25 +149,6 @@ def _ints(values: pa.Array) -> pa.Array:
         return pc.cast(values, pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.array([_int_or_none(v) for v in values.to_pylist()], pa.int64())
-
-
-def _bounded(text: io.TextIOWrapper, origin: str, dead: DeadLetter) -> Iterator[str]:
-    """Lines of a text stream, each at most MAX_LINE characters (longer ones dead-lettered)."""
-    number = 0
-    while True:
-        line = text.readline(MAX_LINE + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE and not line.endswith("\n"):
-            while True:
-                rest = text.readline(SKIP_CHUNK)
-                if not rest or rest.endswith("\n"):
-                    break
-            dead.add(origin, number, f"line longer than the limit of {MAX_LINE} characters", line[:4096])
-            yield "\n"  # keep csv's line count aligned with the file
-            continue
-        yield line
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -32,7 +32,7 @@ from watchkeeper.events import col, repeated, text_columns
 from watchkeeper.sources.assign import Assignments
 from watchkeeper.sources.base import DEFAULT_BATCH_SIZE, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.lines import iso_times, iter_line_blocks, split_block
+from watchkeeper.sources.lines import check_utf8, iso_times, iter_line_blocks, split_block
 from watchkeeper.sources.syslog_programs import AUTH_PROGRAMS, parse_programs
 
 MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
@@ -154,6 +154,9 @@ class SyslogSource(Source):
             for i in np.flatnonzero(~parsed.ok).tolist():
                 reason = "not a syslog line (no timestamp and host)"
                 dead.add(origin, int(lines.numbers[i]), reason, lines.raw(i))
+            if lines.mended:
+                for i in np.flatnonzero(parsed.ok).tolist():
+                    check_utf8(lines.raw(i).rstrip(b"\r"), int(lines.numbers[i]), origin, dead)
             auth = parsed.auth | self.all_auth
             for name, mask in (("linux.auth", auth & parsed.ok), ("linux.syslog", ~auth & parsed.ok)):
                 if mask.any():

@@ -16,6 +16,8 @@ import pyarrow as pa
 
 from watchkeeper.sources.base import FieldSelection, LogSourceMapping, Source
 from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.jsonflat import MAX_DOCUMENT_BYTES
+from watchkeeper.sources.lines import SKIP_CHUNK, iter_lines
 from watchkeeper.sources.windows import ColumnBuilder, flatten_event, record_number
 from watchkeeper.sources.winlogsources import WINDOWS_LOGSOURCES
 
@@ -27,6 +29,9 @@ _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]|[^\s{}\[\],"]+|"')
 _BOM = b"\xef\xbb\xbf"
 #: A batch is cut at this many bytes of JSON even before `batch_size` rows.
 BATCH_BYTES = 16 * 1024 * 1024
+#: The longest line read (bytes); a longer one is dead-lettered. A whole file's array of events
+#: on one line can be long, so this is the limit of a JSON document (`jsonflat`).
+MAX_LINE = MAX_DOCUMENT_BYTES
 
 
 def _first_object(head: bytes) -> Any:
@@ -130,8 +135,12 @@ class WindowsJsonSource(Source):
     def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any, bytes]]:
         """(line, decoded value, its text) triples: JSON lines fast, anything else split by structure."""
         number = 0
-        for raw in stream:
+        readline = stream.readline
+        while raw := readline(MAX_LINE + 1):
             number += 1
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                _skip_overlong(raw, number, stream, origin, dead)
+                continue
             # JSON allows the whitespace around a value: a line is decoded as read, not copied
             # stripped first (OTRF lines carry kilobytes).
             text = raw.removeprefix(_BOM).lstrip() if number == 1 else raw
@@ -142,7 +151,7 @@ class WindowsJsonSource(Source):
                 if not text:
                     continue
                 if not text.startswith((b"{", b"[")) or number > 1:
-                    dead.add(origin, number, f"line {number}: invalid JSON: {exc}", raw)
+                    dead.add(origin, number, f"line {number}: invalid JSON: {exc}", text)
                     continue
             else:
                 if type(value) is list and value and all(type(item) is dict for item in value):
@@ -166,6 +175,8 @@ def _split(
     start = number
     parts: list[bytes] = []
     collecting = False
+    held = 0  # bytes of the value being collected
+    too_long = False  # the value being collected is over the limit: skipped to its end
 
     def emit(chunk: bytes, line: int) -> Iterator[tuple[int, Any, bytes]]:
         try:
@@ -173,7 +184,7 @@ def _split(
         except orjson.JSONDecodeError as exc:
             dead.add(origin, line, f"value starting at line {line}: invalid JSON: {exc}", chunk)
 
-    for line_no, raw in _chain_lines(first, number, stream):
+    for line_no, raw in _chain_lines(first, number, stream, origin, dead):
         seg = 0
         for match in _TOKENS.finditer(raw):
             token = match.group()
@@ -195,17 +206,34 @@ def _split(
             elif token in (b"}", b"]"):
                 depth -= 1
                 if depth == 0:
-                    parts.append(raw[seg : match.end()])
-                    yield from emit(b"\n".join(parts), start)
-                    parts, collecting = [], False
-        if collecting:
+                    if not too_long:
+                        parts.append(raw[seg : match.end()])
+                        yield from emit(b"\n".join(parts), start)
+                    parts, collecting, held, too_long = [], False, 0, False
+        if collecting and not too_long:
             parts.append(raw[seg:])
-    if collecting:
+            held += len(raw) - seg
+            if held > MAX_LINE:  # memory stays bounded: the rest of the value is skipped, not held
+                reason = f"value starting at line {start} is longer than the limit of {MAX_LINE} bytes"
+                dead.add(origin, start, reason, parts[0][:4096])
+                parts, too_long = [], True
+    if collecting and not too_long:
         dead.add(origin, start, f"value starting at line {start} is cut short by the end of the file")
 
 
-def _chain_lines(first: bytes, number: int, stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+def _chain_lines(
+    first: bytes, number: int, stream: BinaryIO, origin: str, dead: DeadLetter
+) -> Iterator[tuple[int, bytes]]:
     yield number, first
-    for raw in stream:
-        number += 1
-        yield number, raw.rstrip(b"\r\n")
+    yield from iter_lines(stream, origin, dead, MAX_LINE, number + 1)
+
+
+def _skip_overlong(head: bytes, number: int, stream: BinaryIO, origin: str, dead: DeadLetter) -> None:
+    """Dead-letter the over-long line `head` starts, reading the rest of it in bounded chunks."""
+    size = len(head)
+    while rest := stream.readline(SKIP_CHUNK):
+        size += len(rest)
+        if rest.endswith(b"\n"):
+            size -= 1
+            break
+    dead.add(origin, number, f"line of {size} bytes is longer than the limit of {MAX_LINE}", head[:4096])

@@ -383,10 +383,14 @@ class _LineGuard(io.RawIOBase):
         self.origin = origin
         self.dead = dead
         self.lines = offset  # lines handed on so far, counting the header
-        self.pending = first
+        self.pending = b""  # the start of a line whose end is not read yet
         self.skipping = 0  # bytes of an over-long line dropped so far (0: not skipping)
         self.head = b""
         self.out = b""
+        if first.endswith(b"\n"):  # the first row, read whole with the header
+            self.out = self._whole(first)
+        else:
+            self.pending = first
 
     def readable(self) -> bool:
         return True
@@ -439,18 +443,23 @@ class _LineGuard(io.RawIOBase):
         else:
             body = b"".join((self.pending, memoryview(data)[: last + 1]))  # one copy, not two
         self.pending = data[last + 1 :]
+        body = self._whole(body)
+        return out + body if out else body
+
+    def _whole(self, body: bytes) -> bytes:
+        """Whole lines handed on: counted, and bad UTF-8 replaced by U+FFFD and reported."""
         count = body.count(b"\n")
         self.lines += count
         if body.isascii():  # the usual case, checked far faster than a decode and an encode
-            return out + body if out else body
+            return body
         # Whole lines only, so no character is split: bad UTF-8 becomes U+FFFD (the rows are kept,
         # as in the other text sources, and reported) instead of failing pyarrow's string conversion.
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
             check_utf8_lines(body[:-1], self.lines - count + 1, self.origin, self.dead)
-            return out + body.decode("utf-8", "replace").encode()
-        return out + body
+            return body.decode("utf-8", "replace").encode()
+        return body
 
     def _overlong(self) -> None:
         self.lines += 1
