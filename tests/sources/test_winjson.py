@@ -164,6 +164,14 @@ def test_over_long_lines_and_values_are_dead_lettered(monkeypatch: pytest.Monkey
     assert [r["_record"] for r in rows] == [1, 3]
     assert said == [f"mem.json, record 2: line of {len(long_line)} bytes is longer than the limit of 4096"]
 
+    said.clear()
+    array = b"[" + b",".join([good] * 60) + b"]"
+    assert _read(array + b"\n", dead) == []
+    assert said == [
+        f"mem.json, record 1: line of {len(array)} bytes is longer than the limit of 4096"
+        " (a one-line array of events? split it into JSON lines: jq -c '.[]')"
+    ]
+
     # Pretty-printed objects: one held whole over the limit is skipped to its end, not kept in memory.
     fields = b"".join(b'  "M%d": "%s",\n' % (i, b"y" * 1000) for i in range(5))
     pretty = b'{\n  "EventID": 1,\n  "Channel": "Security",\n' + fields + b'  "Hostname": "pc1"\n}\n'

@@ -236,4 +236,5 @@ def _skip_overlong(head: bytes, number: int, stream: BinaryIO, origin: str, dead
         if rest.endswith(b"\n"):
             size -= 1
             break
-    dead.add(origin, number, f"line of {size} bytes is longer than the limit of {MAX_LINE}", head[:4096])
+    hint = " (a one-line array of events? split it into JSON lines: jq -c '.[]')" if head.lstrip().startswith(b"[") else ""
+    dead.add(origin, number, f"line of {size} bytes is longer than the limit of {MAX_LINE}{hint}", head[:4096])
