@@ -20,10 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
-import watchkeeper.cli  # noqa: F401  (registers every command on the app)
-from watchkeeper.cli.app import app
+from tests.cli.invoking import query, run
 from watchkeeper.lake.layout import view_name
 from watchkeeper.sources import load_all
 
@@ -37,21 +35,6 @@ ENTRY_LIMIT = 16 * 1024
 CUT = 0.6
 #: An over-long line for the text sources' limit (1 MiB), short enough to be read whole elsewhere.
 LONG = 2 << 20
-
-def run(*args: str) -> Any:
-    """Invoke the CLI; assert success."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def query(lake: Path, sql: str) -> list[dict[str, Any]]:
-    """Rows of `watchkeeper query --format json`."""
-    return [
-        orjson.loads(line)
-        for line in run("query", "--lake", str(lake), "--format", "json", sql).stdout.splitlines()
-    ]
-
 
 def filled(template: bytes) -> Callable[[int, bytes], bytes]:
     """Good lines from a template: `@I@` becomes the line number, `@W@` the word."""
