@@ -52,3 +52,7 @@ class ConfigError(WatchkeeperError):
 
 class LakeError(WatchkeeperError):
     """The Parquet lake could not be read or written."""
+
+
+class WorkerError(WatchkeeperError):
+    """A worker process of a parallel hunt failed, or ended without its results."""

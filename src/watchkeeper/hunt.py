@@ -114,6 +114,18 @@ def without_source(rules: list[CompiledRule], registry: Mapping[str, type[Source
     return count
 
 
+def prepare_rules(options: HuntOptions, stats: HuntStats) -> tuple[list[CompiledRule], dict[str, type[Source]]]:
+    """Load the rules of `options` and the registry of sources; their counts and problems go to `stats`."""
+    ruleset = load_rules(options.rules, options.placeholders, use_cache=options.use_cache)
+    rules = select_rules(ruleset, options.min_level)
+    registry = load_all()
+    stats.rules_loaded = len(ruleset.rules)
+    stats.rules_skipped_level = len(ruleset.rules) - len(rules)
+    stats.rules_without_source = without_source(rules, registry)
+    stats.problems = ruleset.problems
+    return rules, registry
+
+
 def run_hunt(
     options: HuntOptions,
     sink: Sink,
@@ -130,14 +142,8 @@ def run_hunt(
 
     started = time.perf_counter()
     stats = HuntStats()
-    ruleset = load_rules(options.rules, options.placeholders, use_cache=options.use_cache)
-    rules = select_rules(ruleset, options.min_level)
-    registry = load_all()
+    rules, registry = prepare_rules(options, stats)
     engine = SigmaEngine(rules, registry)
-    stats.rules_loaded = len(ruleset.rules)
-    stats.rules_skipped_level = len(ruleset.rules) - len(rules)
-    stats.rules_without_source = without_source(rules, registry)
-    stats.problems = ruleset.problems
     if on_ready is not None:
         on_ready()
 

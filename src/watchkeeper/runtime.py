@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 
 import pyarrow as pa
@@ -47,3 +48,16 @@ def _keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc: its own defaults stand
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def settle_heap() -> None:
+    """Freeze what lives to the end of this one-shot process, then collect young objects rarely.
+
+    The compiled rules are ~170k objects, unpickled with no collection: frozen before any
+    collection, no generation ever traverses them (that was ~0.2 s of a 2 s hunt). Parsing events
+    allocates and frees many small containers, so the first generation is collected every 50,000
+    allocations instead of 700; cyclic garbage is still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+    gc.enable()

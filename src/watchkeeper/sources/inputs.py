@@ -273,15 +273,21 @@ def iter_members(paths: Iterable[str | os.PathLike[str]], dead: DeadLetter) -> I
     """Every readable input under `paths`: directories walked in sorted order, archives opened."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            files = [path]
-        else:
+        files = input_files(path)
+        if files is None:
             dead.add(str(path), None, "no such file or directory")
             continue
         for file in files:
             yield from _from_file(file, dead)
+
+
+def input_files(path: Path) -> list[Path] | None:
+    """The files `path` stands for, in reading order: itself, or a folder's, sorted; None if absent."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    if path.is_file():
+        return [path]
+    return None
 
 
 def _from_file(path: Path, dead: DeadLetter) -> Iterator[Member]:
