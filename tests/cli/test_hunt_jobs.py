@@ -100,6 +100,15 @@ def test_the_summary_counts_are_the_same(hunted: dict[str, Any], jobs: str) -> N
 
 
 @pytest.mark.parametrize("jobs", ["2", "0"])
+def test_the_summary_tables_are_the_same(hunted: dict[str, Any], jobs: str) -> None:
+    def tables(output: str) -> str:
+        return output[output.index("Detections by level"):output.index("Unreadable records were written")]
+
+    assert "Top 10 rules" in tables(hunted["1"][0])
+    assert tables(hunted[jobs][0]) == tables(hunted["1"][0])  # ties listed in one order, however counted
+
+
+@pytest.mark.parametrize("jobs", ["2", "0"])
 def test_the_dead_letters_are_the_same(hunted: dict[str, Any], jobs: str) -> None:
     _, _, one = hunted["1"]
     _, _, many = hunted[jobs]

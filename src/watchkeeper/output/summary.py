@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import TypeVar
+
 from rich.console import Console
 from rich.table import Table
 
 from watchkeeper.detect.levels import LEVELS
 from watchkeeper.hunt import HuntStats
 
+K = TypeVar("K", str, tuple[str, str, str])
+
 _LEVEL_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan",
                 "informational": "dim"}
+
+
+def _top(counts: Counter[K], n: int | None = None) -> list[tuple[K, int]]:
+    """The `n` largest counts; ties by key, so the table is the same however the counts were gathered."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
 def render_summary(stats: HuntStats, console: Console, top: int = 10) -> None:
@@ -41,20 +51,20 @@ def render_summary(stats: HuntStats, console: Console, top: int = 10) -> None:
         rules.add_column("count", justify="right")
         rules.add_column("level")
         rules.add_column("rule")
-        for (_, title, level), n in stats.by_rule.most_common(top):
+        for (_, title, level), n in _top(stats.by_rule, top):
             rules.add_row(f"{n:,}", f"[{_LEVEL_STYLE.get(level, '')}]{level}", title)
         console.print(rules)
     if stats.by_host:
         hosts = Table(title=f"Top {top} hosts", show_edge=False)
         hosts.add_column("detections", justify="right")
         hosts.add_column("host")
-        for host, n in stats.by_host.most_common(top):
+        for host, n in _top(stats.by_host, top):
             hosts.add_row(f"{n:,}", host)
         console.print(hosts)
     if stats.by_tactic:
         tactics = Table(title="ATT&CK tactics", show_edge=False)
         tactics.add_column("detections", justify="right")
         tactics.add_column("tactic")
-        for tactic, n in stats.by_tactic.most_common():
+        for tactic, n in _top(stats.by_tactic):
             tactics.add_row(f"{n:,}", tactic)
         console.print(tactics)
