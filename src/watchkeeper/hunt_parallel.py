@@ -9,6 +9,7 @@ detections differs: each worker's come in its file order, the workers' interleav
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import heapq
 import multiprocessing
@@ -34,6 +35,8 @@ from watchkeeper.sources.inputs import input_files
 CHUNK = 500
 #: How long the parent waits for a message before it looks whether its workers are still alive.
 POLL_SECONDS = 0.5
+#: prctl(2): the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 Worker = Callable[[int, HuntOptions, Any], None]
 
@@ -191,6 +194,7 @@ def _work(index: int, options: HuntOptions, outbox: Any) -> None:
     """One worker: hunt its share of the files, sending what it finds to the parent in chunks."""
     # Ctrl-C reaches every process of the terminal: the parent alone handles it, ending the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     configure_process()
     gc.disable()  # as the command does: no collection while the rules load (see `settle_heap`)
     pending: list[tuple[Any, ...]] = []
@@ -222,6 +226,21 @@ def _work(index: int, options: HuntOptions, outbox: Any) -> None:
         return
     outbox.put(("done", index, HuntStats(events=stats.events, members=stats.members, dead_letters=stats.dead_letters,
                                          repaired=stats.repaired, by_source=stats.by_source)))
+
+
+def _end_with_parent() -> None:
+    """Have the kernel end this worker when the parent dies, even by SIGKILL (Linux; elsewhere no-op).
+
+    Otherwise an orphaned worker would hunt on to its end with nobody reading its results.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the request took effect
+        os._exit(1)
 
 
 def describe(exc: BaseException) -> str:

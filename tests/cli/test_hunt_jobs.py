@@ -6,6 +6,8 @@ import gc
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ from tests.conftest import DATASETS, need
 from watchkeeper.cli.app import app
 from watchkeeper.errors import WorkerError
 from watchkeeper.hunt import Detection, HuntOptions
-from watchkeeper.hunt_parallel import Unit, _work, assign, run_hunt_parallel, units_of
+from watchkeeper.hunt_parallel import Unit, _end_with_parent, _work, assign, run_hunt_parallel, units_of
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import iter_members
 
@@ -218,3 +220,49 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(two_files: HuntOptions) -> No
     with pytest.raises(WorkerError, match=r"exited with 3"):
         run_hunt_parallel(two_files, 2, lambda _: None, worker=_dies)
     assert time.monotonic() - started < 60
+
+
+def _sleeps(index: int, options: HuntOptions, outbox: Any) -> None:
+    """A worker that asks to end with its parent, says its pid, then waits far longer than the test."""
+    _end_with_parent()
+    outbox.put(("items", [("a", f"worker {os.getpid()}")]))
+    time.sleep(600)
+
+
+_DRIVER = """
+import sys
+from pathlib import Path
+from tests.cli.test_hunt_jobs import _sleeps
+from watchkeeper.hunt import HuntOptions
+from watchkeeper.hunt_parallel import run_hunt_parallel
+options = HuntOptions(paths=[Path(p) for p in sys.argv[2:]], rules=[Path(sys.argv[1])], use_cache=False)
+run_hunt_parallel(options, 2, lambda _: None, announce=lambda line: print(line, flush=True), worker=_sleeps)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc and prctl")
+def test_workers_end_when_the_parent_is_killed(two_files: HuntOptions) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(two_files.rules[0]), *map(str, two_files.paths)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert driver.stdout is not None
+        workers = [int(driver.stdout.readline().split()[1]) for _ in range(2)]
+        assert all(_running(pid) for pid in workers)
+        driver.kill()  # SIGKILL: the parent has no chance to end its workers itself
+        driver.wait()
+        deadline = time.monotonic() + 20
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        driver.kill()
