@@ -147,7 +147,7 @@ def run_hunt(
     if on_ready is not None:
         on_ready()
 
-    dead = DeadLetter(options.dead_letter, announce)
+    dead = DeadLetter(options.dead_letter, announce, append=False)
 
     def counted_member(member: Any, source: str | None) -> None:
         stats.members += 1

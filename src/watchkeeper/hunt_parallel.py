@@ -142,7 +142,7 @@ def run_hunt_parallel(
             stats.repaired += result.repaired
             stats.by_source.update(result.by_source)
         if options.dead_letter is not None:
-            _append_all(letters, options.dead_letter)
+            _join_into(letters, options.dead_letter)
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -252,13 +252,14 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _append_all(parts: list[Path], target: Path) -> None:
-    """The workers' dead letters, in worker order, appended to `target` (created only for an entry)."""
+def _join_into(parts: list[Path], target: Path) -> None:
+    """The workers' dead letters, in worker order, as `target` (replaced, as one process does, and
+    only when there is an entry)."""
     present = [p for p in parts if p.exists() and p.stat().st_size]
     if not present:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("ab") as out:
+    with target.open("wb") as out:
         for part in present:
             with part.open("rb") as fh:
                 shutil.copyfileobj(fh, out)

@@ -201,6 +201,17 @@ def two_files(tmp_path: Path) -> HuntOptions:
     return HuntOptions(paths=[tmp_path / "1.json", tmp_path / "2.json"], rules=[rules], use_cache=False)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_hunt_replaces_the_dead_letter_of_the_last(two_files: HuntOptions, tmp_path: Path, jobs: int) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"not json\n")
+    dead = tmp_path / "dead.jsonl"
+    options = replace(two_files, paths=[*two_files.paths, bad], dead_letter=dead)
+    for _ in range(2):
+        run_hunt_parallel(options, jobs, lambda _: None)
+        assert [json.loads(line)["file"] for line in dead.read_text().splitlines()] == [str(bad)]
+
+
 def test_two_workers_hunt_two_files(two_files: HuntOptions) -> None:
     found: list[Detection] = []
     stats = run_hunt_parallel(two_files, 2, found.append)

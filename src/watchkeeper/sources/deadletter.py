@@ -14,16 +14,21 @@ RAW_LIMIT = 4096
 
 
 class DeadLetter:
-    """Counts unreadable records and appends each, with its reason, to a JSON-lines file.
+    """Counts unreadable records and writes each, with its reason, to a JSON-lines file.
 
     Records read only after a repair (bytes that are not UTF-8, replaced by U+FFFD) are kept as
     events and also written here, marked `kept`, with their original bytes: counted apart
     (`repaired`), never silently altered.
     """
 
-    def __init__(self, path: Path | None = None, announce: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, announce: Callable[[str], None] | None = None, append: bool = True
+    ) -> None:
         self.path = path
         self.announce = announce
+        #: False: the file is replaced at the first entry (a hunt's dead letter is that hunt's);
+        #: True: entries go after what is there (the lake's dead letter keeps every ingest's).
+        self.append = append
         self.count = 0
         self.by_file: Counter[str] = Counter()
         self.repaired = 0
@@ -62,7 +67,7 @@ class DeadLetter:
             entry["truncated_from"] = len(raw)
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("ab")
+            self._fh = self.path.open("ab" if self.append else "wb")
         self._fh.write(orjson.dumps(entry) + b"\n")
 
     def close(self) -> None:
