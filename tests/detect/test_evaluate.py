@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchkeeper.detect.sigma import literals
 from watchkeeper.detect.sigma.evaluate import BatchColumns, BatchMatcher, Cardinality
 from watchkeeper.detect.sigma.literals import LiteralIndex
 from watchkeeper.detect.sigma.nodes import (
@@ -54,6 +58,47 @@ def test_literal_index_and_distinct_columns_agree_with_kernels(values: list[str 
     distinct = BatchMatcher(BatchColumns(batch, LiteralIndex([_rule(leaf)]), _AllDistinct())).evaluate(leaf)
     expected = [v is not None and _holds(v.lower(), leaf) for v in values]
     assert plain.tolist() == indexed.tolist() == distinct.tolist() == expected
+
+
+_LINES = st.lists(st.sampled_from(["ab", "a.b\\x", "", "xx ab", "b\r", "aab.x"]), max_size=4).map("\n".join)
+
+
+_LINE_LEAF = st.builds(
+    Match,
+    field=st.just("f"),
+    op=st.sampled_from([Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH]),
+    values=st.lists(st.sampled_from(["ab\r", "a.b", "b\\x", "xx ab", "aab", "b\r\n1", "\nab", "1\nab"]),
+                    min_size=1, max_size=3).map(tuple),  # long enough to be indexed; some across lines
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(st.none(), _LINES), min_size=1, max_size=30), leaf=_LINE_LEAF)
+def test_scanning_distinct_lines_finds_what_a_whole_scan_finds(
+    lines: list[str | None], leaf: Match, monkeypatch_module: pytest.MonkeyPatch
+) -> None:
+    # A numbered line makes the values distinct, past the few-values path that needs no scan.
+    values = [None if v is None else f"{v}\n{i}" if i % 2 else f"{i}\n{v}" for i, v in enumerate(lines)]
+    # Every scan by lines, whatever the values' length and however often their lines repeat.
+    monkeypatch_module.setattr(literals, "LINE_SCAN_MIN_BYTES", 0)
+    monkeypatch_module.setattr(literals, "LINE_SCAN_MAX_SHARE", 1.0)
+    batch = pa.record_batch({"f": pa.array(values, pa.string())})
+    index = LiteralIndex([_rule(leaf)])
+    by_lines = BatchMatcher(BatchColumns(batch, index)).evaluate(leaf)
+    expected = [v is not None and _holds(v.lower(), leaf) for v in values]
+    assert by_lines.tolist() == expected
+
+
+def test_long_values_of_repeated_lines_are_scanned_by_lines() -> None:
+    # PowerShell's module context: a long command line repeated in every event, a few lines that vary.
+    context = "        Host Application = powershell.exe -nop -w hidden -enc " + "QQBC" * 300
+    values = [f"        Severity = Informational\r\n{context}\r\n        Sequence Number = {i}\r\n" for i in range(50)]
+    leaf = Match("ContextInfo", Op.CONTAINS, ("-enc", "sequence number = 7\r", "mimikatz"))
+    index = LiteralIndex([_rule(leaf)])
+    batch = pa.record_batch({"ContextInfo": pa.array(values, pa.string())})
+    found = BatchMatcher(BatchColumns(batch, index, _AllDistinct())).evaluate(leaf)
+    assert index._line_scans == {"contextinfo": 0}  # scanned by lines, and they paid
+    assert found.tolist() == [True] * 50
 
 
 def _holds(value: str, m: Match) -> bool:
@@ -134,3 +179,10 @@ def test_large_string_columns() -> None:
     for memo in (None, _AllDistinct()):
         columns = BatchColumns(batch, LiteralIndex([_rule(leaf)]), memo)
         assert np.flatnonzero(BatchMatcher(columns).evaluate(leaf)).tolist() == [0]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch that hypothesis' repeated examples may share (the function-scoped one may not)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

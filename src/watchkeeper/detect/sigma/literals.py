@@ -23,6 +23,7 @@ BoolArray: TypeAlias = npt.NDArray[np.bool_]
 
 #: Leaves whose values are literals that must occur in the field for the leaf to hold.
 LITERAL_OPS = frozenset({Op.EQ, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH})
+_NEWLINE = 10
 
 
 class LiteralHits:
@@ -36,14 +37,16 @@ class LiteralHits:
                  "_raw", "_slices", "_unique", "indexed", "n_unique", "unindexed")
 
     def __init__(self, ids: Mapping[str, int], patterns: list[str], n_unique: int, indexed: frozenset[str],
-                 unindexed: frozenset[str], raw: list[tuple[int, int, int]] | None = None,
+                 unindexed: frozenset[str], raw: list[tuple[int, int, int]] | np.ndarray | None = None,
                  automaton: _Automaton | None = None, offsets: np.ndarray | None = None) -> None:
         self._ids = ids
         self._patterns = patterns
         self.n_unique = n_unique
         self.indexed = indexed  # the literals this scan looked for
         self.unindexed = unindexed  # the others: found too often to be worth indexing
-        self._raw = raw or []  # (automaton pattern, start, end) in the values' bytes
+        # (automaton pattern, start, end) in the values' bytes: the automaton's list, or an array
+        # of those rows when the scan went by distinct lines (`_by_lines`).
+        self._raw: list[tuple[int, int, int]] | np.ndarray = [] if raw is None else raw
         # Automaton pattern -> index in `patterns`, and -> literal.
         self._pattern_ids = automaton[1] if automaton is not None else _NO_IDS
         self._names = automaton[2] if automaton is not None else []
@@ -56,7 +59,9 @@ class LiteralHits:
         """The literals found (one spanning two values included: the prefilter may over-select)."""
         if self._present is None:
             names = self._names
-            self._present = frozenset(names[p] for p in {p for p, _, _ in self._raw})
+            raw = self._raw
+            ids = np.unique(raw[:, 0]).tolist() if isinstance(raw, np.ndarray) else {p for p, _, _ in raw}
+            self._present = frozenset(names[p] for p in ids)
         return self._present
 
     def _sort(self) -> dict[int, tuple[int, int]]:
@@ -64,11 +69,9 @@ class LiteralHits:
         if self._slices is not None:
             return self._slices
         self._slices = {}
-        if not self._raw or self._offsets is None:
+        if not len(self._raw) or self._offsets is None:
             return self._slices
-        raw = self._raw
-        # Flattened first: numpy converts a list of tuples about twenty times slower.
-        hits = np.fromiter(chain.from_iterable(raw), dtype=np.int64, count=3 * len(raw)).reshape(-1, 3)
+        hits = _as_rows(self._raw)
         pids = self._pattern_ids[hits[:, 0]]
         rel = self._offsets
         unique = np.searchsorted(rel, hits[:, 1], side="right") - 1
@@ -93,7 +96,7 @@ class LiteralHits:
 
         None when no distinct value satisfies it.
         """
-        if not self._raw:
+        if not len(self._raw):
             return None
         # Value lists run to hundreds of literals; the few found here are all that count.
         found = self.present.intersection(value_set(m))
@@ -121,6 +124,14 @@ class LiteralHits:
         return out if out is not None and out.any() else None
 
 
+def _as_rows(found: list[tuple[int, int, int]] | np.ndarray) -> np.ndarray:
+    """Occurrences as an (n, 3) int64 array of (pattern, start, end)."""
+    if isinstance(found, np.ndarray):
+        return found
+    # Flattened first: numpy converts a list of tuples about twenty times slower.
+    return np.fromiter(chain.from_iterable(found), dtype=np.int64, count=3 * len(found)).reshape(-1, 3)
+
+
 @lru_cache(maxsize=65536)
 def value_set(m: Match) -> frozenset[str]:
     """A leaf's values as a set (cached: leaves are shared by rules and batches)."""
@@ -136,6 +147,15 @@ DFA_BYTES_PER_LITERAL = 4096
 #: Nor beyond this many literals (a DFA of CommandLine's 9,000 would take 60 MB).
 DFA_MAX_LITERALS = 4096
 
+
+#: Values this long on average (bytes) are scanned by distinct lines: PowerShell's module context
+#: repeats a session's whole command line in every event, and a script block its common lines.
+LINE_SCAN_MIN_BYTES = 256
+#: Lines are worth it when their distinct ones hold at most this share of the bytes.
+LINE_SCAN_MAX_SHARE = 0.5
+#: After lines did not pay for a field, this many scans go whole before lines are tried again.
+LINE_SCAN_RETRY = 32
+_NEVER = -(1 << 62)
 
 #: An automaton, the literal id and the literal of each of its patterns, the literals it indexes and
 #: those it leaves out.
@@ -165,6 +185,7 @@ class LiteralIndex:
         self._automata: dict[tuple[str, bool], _Automaton] = {}
         self._scanned: dict[str, int] = {}  # bytes scanned so far, per field
         self._covers: dict[tuple[Match, str], bool] = {}  # whether a leaf's values are all literals here
+        self._line_scans: dict[str, int] = {}  # per field: 0 scan by lines; < 0 scans left before trying again
 
     def covers(self, m: Match, key: str) -> bool:
         """Whether every value of a leaf is indexed under `key` (so `scan` results decide it)."""
@@ -209,9 +230,15 @@ class LiteralIndex:
         kind = np.int64 if pa.types.is_large_string(lowered.type) else np.int32
         offsets = np.frombuffer(buffers[1], dtype=kind)[lowered.offset : lowered.offset + n + 1]
         base, end = int(offsets[0]), int(offsets[-1])
-        found = ac.find_matches_as_indexes(memoryview(buffers[2]).cast("B")[base:end], overlapping=True)
+        data = memoryview(buffers[2]).cast("B")[base:end]
+        found: list[tuple[int, int, int]] | np.ndarray | None = None
+        if self._lines_may_pay(field, n, end - base):
+            found = _by_lines(ac, data, offsets.astype(np.int64) - base)
+            self._line_scans[field] = 0 if found is not None else -LINE_SCAN_RETRY
+        if found is None:
+            found = ac.find_matches_as_indexes(data, overlapping=True)
         if len(found) > max(n, HOT_OCCURRENCES):
-            counts = np.bincount(active_ids[[p for p, _, _ in found]])
+            counts = np.bincount(active_ids[_as_rows(found)[:, 0]])
             common = np.flatnonzero(counts > max(n, HOT_OCCURRENCES))
             if len(common):
                 self._hot.setdefault(field, set()).update(patterns[i] for i in common.tolist())
@@ -219,4 +246,56 @@ class LiteralIndex:
                 self._automata.pop((field, False), None)
                 self._automata.pop((field, True), None)
         return LiteralHits(ids, patterns, n, indexed, unindexed, found, automaton,
-                           offsets.astype(np.int64) - base if found else None)
+                           offsets.astype(np.int64) - base if len(found) else None)
+
+    def _lines_may_pay(self, field: str, n: int, size: int) -> bool:
+        """Whether to scan this field's values by distinct lines (`_by_lines`) this time."""
+        if size < LINE_SCAN_MIN_BYTES * n:
+            return False
+        waited = self._line_scans.get(field)
+        if waited is None:  # a literal holding a line break can span lines: its field goes whole
+            waited = self._line_scans[field] = 0 if all("\n" not in p for p in self._patterns[field]) else _NEVER
+        if waited < 0:  # lines did not repeat enough lately: scanned whole for a while
+            self._line_scans[field] = waited + 1
+            return False
+        return True
+
+
+def _by_lines(ac: ahocorasick_rs.BytesAhoCorasick, data: memoryview, offsets: np.ndarray) -> np.ndarray | None:
+    """Every occurrence in the values `data` holds (`offsets` bound each), found in their distinct lines.
+
+    A literal without a line break lies within one line, so scanning each distinct line once and
+    placing its occurrences at every place that line stands finds what a scan of everything finds
+    (matches across two values excepted, which are none). None when the distinct lines hold more
+    than `LINE_SCAN_MAX_SHARE` of the bytes: then the whole is scanned.
+    """
+    size = len(data)
+    breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE) + 1
+    # Every value starts a line; each line keeps its break (no literal holds one).
+    starts = np.union1d(offsets[:-1], breaks[breaks < size])
+    bounds = np.append(starts, size).astype(np.int64)
+    lines = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(data)])
+    encoded = lines.dictionary_encode()
+    distinct = encoded.dictionary
+    ends = np.frombuffer(distinct.buffers()[1], dtype=np.int64)[distinct.offset : distinct.offset + len(distinct) + 1]
+    low, high = int(ends[0]), int(ends[-1])
+    if high - low > LINE_SCAN_MAX_SHARE * size:
+        return None
+    found = ac.find_matches_as_indexes(memoryview(distinct.buffers()[2]).cast("B")[low:high], overlapping=True)
+    if not found:
+        return np.zeros((0, 3), dtype=np.int64)
+    hits = _as_rows(found)
+    rel = ends - low
+    line = np.searchsorted(rel, hits[:, 1], side="right") - 1
+    inside = hits[:, 2] <= rel[line + 1]  # across two distinct lines: no occurrence in the values
+    hits, line = hits[inside], line[inside]
+    # Each occurrence, once per place its line stands: places grouped by line, then gathered.
+    indices = encoded.indices.to_numpy().astype(np.int64)
+    places = np.argsort(indices, kind="stable")
+    counts = np.bincount(indices, minlength=len(distinct))
+    firsts = np.cumsum(counts) - counts
+    times = counts[line]
+    which = np.repeat(np.arange(len(line)), times)
+    nth = np.arange(len(which)) - np.repeat(np.cumsum(times) - times, times)
+    at = starts[places[firsts[line][which] + nth]] - rel[line][which]
+    return np.stack((hits[which, 0], hits[which, 1] + at, hits[which, 2] + at), axis=1)
