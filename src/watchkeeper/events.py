@@ -68,6 +68,41 @@ def native_columns(batch: pa.RecordBatch | pa.Table) -> list[str]:
     return [n for n in batch.schema.names if n not in _NOT_NATIVE]
 
 
+def fold_case(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with native columns named alike but for case merged into the first (values coalesced).
+
+    Sigma field names are case-insensitive. A source merges the spellings within a batch, but
+    batches merged afterwards (small files coalesced, a lake whose files spell a field two ways)
+    can hold `Image` and `image` side by side, and a rule must see both.
+    """
+    names = batch.schema.names
+    if len({n.lower() for n in names}) == len(names):  # the usual case: one test per batch
+        return batch
+    first: dict[str, int] = {}
+    groups: dict[int, list[int]] = {}
+    for i, name in enumerate(names):
+        if name not in _NOT_NATIVE:
+            j = first.setdefault(name.lower(), i)
+            groups.setdefault(j, []).append(i)
+    merged = {j: members for j, members in groups.items() if len(members) > 1}
+    if not merged:
+        return batch
+    folded = {i for members in merged.values() for i in members[1:]}
+    arrays, kept = [], []
+    for i, name in enumerate(names):
+        if i in folded:
+            continue
+        column = batch.column(i)
+        if i in merged:
+            parts = [batch.column(k) for k in merged[i]]
+            if any(part.type != column.type for part in parts):
+                parts = [part.cast(pa.string()) for part in parts]
+            column = pc.coalesce(*parts)
+        arrays.append(column)
+        kept.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=kept)
+
+
 def repeated(value: str, n: int) -> pa.Array:
     """A string column holding `value` in all `n` rows (`_source`, `_file`)."""
     # Arrow fills it in C: a Python list of n references costs ten times as much.

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
@@ -64,3 +65,21 @@ def test_on_ready_comes_after_the_rules_and_before_any_input(tmp_path: Path, mon
     stats = run_hunt(HuntOptions(paths=[], rules=[rules]), lambda _: None, batches=inputs(),
                      on_ready=lambda: seen.append("ready"))
     assert seen == ["ready", "input"] and stats.rules_loaded == 1
+
+
+@pytest.mark.parametrize("spellings", [("Image", "image"), ("image", "Image"), ("IMAGE", "Image")])
+def test_files_spelling_a_field_two_ways_are_both_hunted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spellings: tuple[str, str]
+) -> None:
+    # Each file is its own batch, spelled its own way; small batches are coalesced before detection.
+    monkeypatch.setenv("WATCHKEEPER_CACHE", str(tmp_path / "cache"))
+    rules = write(tmp_path / "rules", {"r.yml": rule_text("Whoami")})
+    paths = []
+    for i, field in enumerate(spellings, 1):
+        record = {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational", "Hostname": f"pc{i}",
+                  "RecordNumber": i, field: "C:\\Windows\\System32\\whoami.exe"}
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_bytes(orjson.dumps(record) + b"\n")
+    found: list[str | None] = []
+    stats = run_hunt(HuntOptions(paths=paths, rules=[rules]), lambda d: found.append(d.host))
+    assert sorted(h or "" for h in found) == ["pc1", "pc2"] and stats.events == 2

@@ -22,7 +22,7 @@ from watchkeeper.detect.sigma.nodes import CompiledRule, LogSource
 from watchkeeper.detect.sigma.routing import Conditions, Routes
 from watchkeeper.detect.sigma.selection import select_fields
 from watchkeeper.detect.sigma.values import RegexMemo
-from watchkeeper.events import RAW_COLUMN, col
+from watchkeeper.events import RAW_COLUMN, col, fold_case
 from watchkeeper.sources.base import FieldSelection, LogSourceMapping, Source
 
 
@@ -194,6 +194,7 @@ class SigmaEngine:
         """All (rule, rows) matches in one batch of a single source."""
         if batch.num_rows == 0:
             return []
+        batch = fold_case(batch)  # the same rows: hits index the batch as given
         source_name = batch.column(col("source"))[0].as_py()
         plan = self.plan(source_name)
         src = self.registry.get(source_name)
