@@ -134,6 +134,17 @@ def test_new_field_adds_a_column_old_rows_null(tmp_path: Path) -> None:
     assert found == [{"old": 10, "new": 5}]
 
 
+def test_a_field_spelled_two_ways_by_two_files_is_one_column(tmp_path: Path) -> None:
+    with LakeWriter(tmp_path) as writer:
+        writer.write(rows(10, Image="a.exe"))
+    with LakeWriter(tmp_path) as writer:
+        writer.write(rows(5, start=100, image="b.exe"))
+    found = query(tmp_path, "SELECT Image AS v, count(*) AS n FROM test_app GROUP BY v ORDER BY v")
+    assert found == [{"v": "a.exe", "n": 10}, {"v": "b.exe", "n": 5}]
+    (row,) = query(tmp_path, "SELECT * FROM test_app LIMIT 1")
+    assert len([k for k in row if k.lower().startswith("image")]) == 1  # not `image_1` beside it
+
+
 def test_retention_drops_old_partitions_and_events(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     recent, old = now - timedelta(days=3), now - timedelta(days=100)

@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from watchkeeper.errors import LakeError, Where
-from watchkeeper.events import RESERVED, RESERVED_COLUMNS, col
+from watchkeeper.events import RESERVED, RESERVED_COLUMNS, col, is_native
 from watchkeeper.lake import layout
 from watchkeeper.lake.writer import EVENT_ID
 
@@ -23,6 +23,32 @@ EVENTS_COLUMNS: tuple[str, ...] = (*RESERVED, EVENT_ID.removeprefix("_"))
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+#: The Arrow datasets behind the views are registered under these names (then a number).
+_HIDDEN = "__watchkeeper_lake_"
+
+
+def _folded(con: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> str:
+    """A SELECT of `relation` under its Arrow column `names`, those named alike but for case merged.
+
+    Files of one source may spell a field two ways (`Image`, `image`); DuckDB's names are
+    case-insensitive and it would show the second as `image_1`, half the events under each. The
+    view gives one column under the first spelling, its value the first spelling's that is set.
+    """
+    seen = [d[0] for d in con.execute(f"SELECT * FROM {_quote(relation)} LIMIT 0").description]
+    groups: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
+    for arrow, duck in zip(names, seen, strict=True):
+        key = arrow.lower() if is_native(arrow) else arrow
+        groups.setdefault(key, []).append(duck)
+        first.setdefault(key, arrow)
+    columns = [
+        f"{_quote(ducks[0]) if len(ducks) == 1 else 'COALESCE(' + ', '.join(map(_quote, ducks)) + ')'}"
+        f" AS {_quote(first[key])}"
+        for key, ducks in groups.items()
+    ]
+    return f"SELECT {', '.join(columns)} FROM {_quote(relation)}"
 
 
 def _quote(name: str) -> str:
@@ -115,7 +141,10 @@ class Lake:
             if name in views:
                 raise LakeError(f"source {source!r} and {views[name]} would share the view {name}")
             views[name] = f"source {source!r}"
-            con.register(name, self._dataset(paths))
+            dataset = self._dataset(paths)
+            hidden = f"{_HIDDEN}{len(views)}"
+            con.register(hidden, dataset)
+            con.execute(f"CREATE VIEW {_quote(name)} AS {_folded(con, hidden, dataset.schema.names)}")
             fields = ", ".join(f"{_quote(col(f))} AS {_quote(f)}" for f in RESERVED)
             selects.append(f"SELECT {fields}, {_quote(EVENT_ID)} AS event_id FROM {_quote(name)}")
         if not selects:
