@@ -22,9 +22,10 @@ from tests.conftest import DATASETS, need
 from watchkeeper.cli.app import app
 from watchkeeper.errors import WorkerError
 from watchkeeper.hunt import Detection, HuntOptions
-from watchkeeper.hunt_parallel import Unit, _end_with_parent, _work, assign, run_hunt_parallel, units_of
+from watchkeeper.hunt_parallel import _work, run_hunt_parallel
 from watchkeeper.sources.deadletter import DeadLetter
 from watchkeeper.sources.inputs import iter_members
+from watchkeeper.workers import Unit, assign, end_with_parent, units_of
 
 SAMPLES = DATASETS / "evtx-attack-samples"
 #: Two folders of the samples: 33 EVTX files of a few KB to a few hundred.
@@ -235,7 +236,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(two_files: HuntOptions) -> No
 
 def _sleeps(index: int, options: HuntOptions, outbox: Any) -> None:
     """A worker that asks to end with its parent, says its pid, then waits far longer than the test."""
-    _end_with_parent()
+    end_with_parent()
     outbox.put(("items", [("a", f"worker {os.getpid()}")]))
     time.sleep(600)
 

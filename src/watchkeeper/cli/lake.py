@@ -59,6 +59,11 @@ def ingest(
     ),
     map_format: str | None = typer.Option(None, "--map-format", help="With --map: csv or jsonl (default: guessed)."),
     map_source: str = typer.Option("mapped", "--map-source", help="With --map: the source name in the lake."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=0,
+        help="Worker processes that read the input files (0: one per CPU); one process writes the lake. "
+             "The same events and dead letters as one process.",
+    ),
 ) -> None:
     """Write events into the lake (Parquet by source and day); ingesting twice adds nothing."""
     from watchkeeper.errors import ConfigError
@@ -82,8 +87,15 @@ def ingest(
     dead = DeadLetter(dead_letter)
     try:
         with LakeWriter(lake, retention_days=retention) as writer:
-            for batch in read_inputs([str(p) for p in paths], dead, batch_size=batch_size, source=forced):
-                writer.write(batch)
+            parallel = False
+            if jobs != 1:
+                from watchkeeper.ingest_parallel import Mapping, ingest_parallel
+
+                spec = Mapping(dict(pairs), map_format, map_source) if mapping else None
+                parallel = ingest_parallel(paths, writer, dead, jobs, batch_size, spec)
+            if not parallel:
+                for batch in read_inputs([str(p) for p in paths], dead, batch_size=batch_size, source=forced):
+                    writer.write(batch)
     finally:
         dead.close()
     stats = writer.stats
