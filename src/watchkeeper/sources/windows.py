@@ -20,7 +20,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.events import RAW_COLUMN, RAW_INEXACT_COLUMN, RESERVED_COLUMNS, repeated, to_utc_timestamp
+from watchkeeper.events import (
+    RAW_COLUMN,
+    RAW_INEXACT_COLUMN,
+    RESERVED_COLUMNS,
+    fold_case,
+    repeated,
+    to_utc_timestamp,
+)
 from watchkeeper.sources.base import FieldSelection
 
 #: Fields holding `ALGO=value,ALGO=value` lists that Sigma rules also query one algorithm at a time.
@@ -417,21 +424,15 @@ class ColumnBuilder:
     def build(self, source: str, file: str) -> pa.RecordBatch:
         """The batch of everything added so far (native columns, then the reserved ones); resets."""
         n = self.n
-        cols: dict[str, pa.Array] = {}
-        by_lower: dict[str, str] = {}
-        for key, values in self.columns.items():
-            array = pa.array(values if n == self.capacity else values[:n], type=pa.string())
-            lower = key.lower()
-            first = by_lower.get(lower)
-            if first is not None:
-                # Same field in another spelling: one column, first spelling wins.
-                cols[first] = pc.coalesce(cols[first], array)
-                continue
-            by_lower[lower] = key
-            cols[key] = array
-        names = list(cols)
-        arrays = [cols[k] for k in names]
-        lowered = {by_lower_key: cols[first] for by_lower_key, first in by_lower.items()}
+        # Spellings of one field (`ProcessId` / `ProcessID`) become one column, the first's.
+        native = fold_case(pa.RecordBatch.from_arrays(
+            [pa.array(values if n == self.capacity else values[:n], type=pa.string()) for values in self.columns.values()],
+            names=list(self.columns),
+        ))
+        names = native.schema.names
+        arrays = list(native.columns)
+        lowered = {name.lower(): array for name, array in zip(names, arrays, strict=True)}
+        cols = dict(zip(names, arrays, strict=True))
         when = _coalesce(lowered, _TIME_FIELDS)
         core: dict[str, pa.Array] = {
             "_time": _utc_time(when) if when is not None else pa.nulls(n, pa.timestamp("us", tz="UTC")),
