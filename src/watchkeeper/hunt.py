@@ -164,7 +164,7 @@ def run_hunt(
             stats.by_source[source] += batch.num_rows
             expand = registry[source].expand if RAW_COLUMN in batch.schema.names else None
             for det in detections_of(batch, engine.detect(batch), expand):
-                _count(stats, det)
+                count_detection(stats, det)
                 sink(det)
     finally:
         dead.close()
@@ -174,7 +174,8 @@ def run_hunt(
     return stats
 
 
-def _count(stats: HuntStats, det: Detection) -> None:
+def count_detection(stats: HuntStats, det: Detection) -> None:
+    """Add one detection to the summary's counters."""
     stats.detections += 1
     stats.by_level[det.level] += 1
     stats.by_rule[(det.rule_id, det.rule_title, det.level)] += 1

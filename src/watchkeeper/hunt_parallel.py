@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from watchkeeper.hunt import HuntOptions, HuntStats, Sink, _count, prepare_rules, run_hunt
+from watchkeeper.hunt import HuntOptions, HuntStats, Sink, count_detection, prepare_rules, run_hunt
 from watchkeeper.runtime import configure_process, settle_heap
 from watchkeeper.workers import assign, cpu_count, describe, join_into, run_workers, start_worker, units_of
 
@@ -59,7 +59,7 @@ def run_hunt_parallel(
         def handle(message: tuple[Any, ...]) -> None:
             for item in message[1]:
                 if item[0] == "d":
-                    _count(stats, item[1])
+                    count_detection(stats, item[1])
                     sink(item[1])
                 elif item[0] == "m":
                     if on_member is not None:

@@ -107,7 +107,6 @@ def _work(index: int, paths: list[str], batch_size: int, mapping: Mapping | None
         for batch in read_inputs(paths, dead, batch_size=batch_size, source=source):
             if batch.num_rows:
                 outbox.put(("batch", _serialise(batch)))
-        dead.close()
     except Exception as exc:  # every failure goes to the parent, which raises it as one error
         outbox.put(("error", index, describe(exc)))
         return
