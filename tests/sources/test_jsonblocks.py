@@ -1,22 +1,39 @@
-"""JSON lines read in blocks give the rows the line-by-line path gives, whatever the lines hold."""
+"""JSON lines read in blocks give the rows the line-by-line path gives, whatever the lines hold.
+
+Blocks are read by the C builder where it is built, else by pyarrow: every comparison runs both.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from watchkeeper.sources import flatjson
 from watchkeeper.sources.deadletter import DeadLetter
-from watchkeeper.sources.jsonblocks import iter_text_blocks
+from watchkeeper.sources.jsonblocks import _built, _by_line, iter_text_blocks
 from watchkeeper.sources.lines import iter_json_objects, number_text, text_of
 
 
 def by_blocks(
     data: bytes, block_bytes: int, max_line: int = 1 << 20
 ) -> tuple[dict[int, dict[str, Any]], int]:
+    """The rows and dead-letter count of a block read, the same by the C builder and by pyarrow."""
+    fast = _by_blocks(data, block_bytes, max_line)
+    os.environ[flatjson.DISABLE_VARIABLE] = "1"
+    try:
+        slow = _by_blocks(data, block_bytes, max_line)
+    finally:
+        del os.environ[flatjson.DISABLE_VARIABLE]
+    assert fast == slow
+    return fast
+
+
+def _by_blocks(data: bytes, block_bytes: int, max_line: int) -> tuple[dict[int, dict[str, Any]], int]:
     dead = DeadLetter()
     rows: dict[int, dict[str, Any]] = {}
     for block in iter_text_blocks(io.BytesIO(data), "mem", dead, max_line=max_line, block_bytes=block_bytes):
@@ -114,3 +131,24 @@ def test_fields_that_change_type_fall_back_without_loss() -> None:
 def test_long_lines_are_found_wherever_they_fall(sizes: list[int], max_line: int, block_bytes: int) -> None:
     data = b"\n".join(orjson.dumps({"a": "y" * n}) for n in sizes)
     assert by_blocks(data, block_bytes, max_line) == by_lines(data, max_line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(objects.map(orjson.dumps), min_size=1, max_size=30))
+def test_the_c_builder_takes_valid_blocks_as_the_line_path_reads_them(raw: list[bytes]) -> None:
+    fast = flatjson.text_columns()
+    if fast is None:
+        assert not flatjson.available() or os.environ.get(flatjson.DISABLE_VARIABLE)
+        return
+    block = b"\n".join(raw) + b"\n"
+    table = _built(block, fast, 1 << 20)
+    reference = _by_line(block, 1, "mem", DeadLetter(), 1 << 20)
+    assert reference is not None
+    nested = any(type(v) is dict or (type(v) is list and any(type(i) is dict for i in v))
+                 for line in raw for v in orjson.loads(line).values())
+    if table is None:  # only for what C leaves to Python: objects; or rows without a value
+        assert nested or reference.table.num_columns == 0
+        return
+    # The same columns in the same order (the lake's schema), the same values.
+    assert table.column_names == reference.table.column_names
+    assert table.to_pylist() == reference.table.to_pylist()

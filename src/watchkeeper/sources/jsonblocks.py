@@ -1,4 +1,4 @@
-"""JSON lines in blocks: pyarrow's JSON reader turns a few MiB of lines into columns at once.
+"""JSON lines in blocks: a few MiB of lines into text columns at once, by C or by pyarrow.
 
 The rows are the ones the line-by-line path gives (`lines.iter_json_objects`, values rendered by
 `lines.text_of`): every value is text — strings as written, numbers as `number_text` prints them,
@@ -6,6 +6,10 @@ booleans `true`/`false`, lists comma-joined — and each row keeps its line numb
 read every block that way: a field that changes type, a line that is not a JSON object, a blank
 line, a nested object or an over-long line. Such a block is read line by line instead, so its bad
 lines are dead-lettered one by one with their numbers and the rows are the same.
+
+Where the C builder is built (`flatjson`), it reads blocks instead of pyarrow: about three times
+faster, rendering each value as `text_of` does with no type inference to undo; a block holding a
+line it declines is read line by line.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from watchkeeper.sources.deadletter import DeadLetter
+from watchkeeper.sources.flatjson import FlatColumns, text_columns
 from watchkeeper.sources.lines import (
     BLOCK_BYTES,
     MAX_LINE,
@@ -58,8 +63,9 @@ def iter_text_blocks(
     # Keys seen holding text are read as text from then on: otherwise pyarrow would turn a
     # date-like string into a timestamp, whose text is no longer the one written.
     hints: dict[str, pa.DataType] = {}
+    fast = text_columns()
     for first, block in iter_line_blocks(stream, origin, dead, max_line, block_bytes, prefix):
-        table = _columnar(block, hints, max_line)
+        table = _columnar(block, hints, max_line) if fast is None else _built(block, fast, max_line)
         if table is None:
             fallback = _by_line(block, first, origin, dead, max_line)
             if fallback is not None:
@@ -113,6 +119,18 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
         arrays.append(text)
     # Rows without a single value (`{}` lines) are rows all the same: the line path keeps them.
     return pa.Table.from_arrays(arrays, names=names) if names else None
+
+
+def _built(block: bytes, fast: FlatColumns, max_line: int) -> pa.Table | None:
+    """The block as text columns by the C builder, or None when a line of it is the line path's."""
+    lines = block.count(b"\n")
+    if lines == 0 or _has_long_line(block, max_line):
+        return None  # over-long lines: the line path reports and skips them
+    taken = fast.add_lines(block, 0)
+    built = fast.build(taken)
+    if taken != lines or not built:
+        return None  # a line C declined (invalid, nested, blank), or rows without a value (`{}`)
+    return pa.Table.from_arrays([array for _, array in built.values()], names=list(built))
 
 
 def _is_utf8(block: bytes) -> bool:

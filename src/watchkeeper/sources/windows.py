@@ -29,6 +29,7 @@ from watchkeeper.events import (
     to_utc_timestamp,
 )
 from watchkeeper.sources.base import FieldSelection
+from watchkeeper.sources.flatjson import FlatColumns, combine, flat_columns
 
 #: Fields holding `ALGO=value,ALGO=value` lists that Sigma rules also query one algorithm at a time.
 _HASH_FIELDS = ("Hashes", "Hash")
@@ -305,6 +306,8 @@ class ColumnBuilder:
         self.raws: _Texts | None = None
         self.inexact: list[int] | None = None  # rows `events.RAW_INEXACT_COLUMN` marks
         self.text_bytes = 1 << 24
+        #: Flat JSON lines' columns built in C (`add_line`), beside `columns` for the other rows.
+        self.fast: FlatColumns | None = None
 
     def add(self, row: Mapping[str, str], record: int, raw: bytes = b"") -> None:
         """Append one flattened row (string values, all kept) with its record number and text."""
@@ -331,9 +334,30 @@ class ColumnBuilder:
         `text_bytes`: about how many bytes of records' text a batch holds when it is cut.
         """
         self.text_bytes = text_bytes
-        self.wanted = _ALL if selection is None else _Routes(selection)
+        wanted = self.wanted = _ALL if selection is None else _Routes(selection)
         self.raws = None if selection is None else _Texts(self.text_bytes)
         self.inexact = None if selection is None else []
+        if isinstance(wanted, _Keep):
+            self.fast = flat_columns(lambda _, key: wanted[key], None)
+        else:
+            self.fast = flat_columns(lambda route, key: wanted[route][key], wanted.route)
+
+    def add_line(self, text: bytes, line: int) -> bool:
+        """Append one flat JSON object line by the C builder; False (nothing added) when it is Python's to read."""
+        fast = self.fast
+        if fast is None:
+            return False
+        i = self.n
+        if i == self.capacity:
+            self._grow()
+        record = fast.add(text, i, line)
+        if record < 0:
+            return False
+        self.records.append(record)
+        if self.raws is not None:
+            self.raws.add(text)
+        self.n = i + 1
+        return True
 
     def add_flat(self, record: Mapping[str, Any], line: int, raw: bytes = b"") -> None:
         """Append one flat NXLog / OTRF object, stringifying its values on the way."""
@@ -424,11 +448,13 @@ class ColumnBuilder:
     def build(self, source: str, file: str) -> pa.RecordBatch:
         """The batch of everything added so far (native columns, then the reserved ones); resets."""
         n = self.n
+        if self.fast is None:
+            built = {name: pa.array(values if n == self.capacity else values[:n], type=pa.string())
+                     for name, values in self.columns.items()}
+        else:
+            built = combine(self.fast.build(n), self.columns, n)
         # Spellings of one field (`ProcessId` / `ProcessID`) become one column, the first's.
-        native = fold_case(pa.RecordBatch.from_arrays(
-            [pa.array(values if n == self.capacity else values[:n], type=pa.string()) for values in self.columns.values()],
-            names=list(self.columns),
-        ))
+        native = fold_case(pa.RecordBatch.from_arrays(list(built.values()), names=list(built)))
         names = native.schema.names
         arrays = list(native.columns)
         lowered = {name.lower(): array for name, array in zip(names, arrays, strict=True)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 import orjson
@@ -32,6 +32,8 @@ BATCH_BYTES = 16 * 1024 * 1024
 #: The longest line read (bytes); a longer one is dead-lettered. A whole file's array of events
 #: on one line can be long, so this is the limit of a JSON document (`jsonflat`).
 MAX_LINE = MAX_DOCUMENT_BYTES
+#: In place of a line's value: the C builder took the line as a row (`ColumnBuilder.add_line`).
+_ADDED = object()
 
 
 def _first_object(head: bytes) -> Any:
@@ -106,15 +108,17 @@ class WindowsJsonSource(Source):
         builder = ColumnBuilder(self.batch_size)
         builder.select(self.selection, text_bytes=BATCH_BYTES + (1 << 16))  # cut past BATCH_BYTES by a record
         size = 0
-        for line, value, text in self._values(stream, origin, dead):
-            if not isinstance(value, dict):
+        for line, value, text in self._values(stream, origin, dead, builder.add_line):
+            if value is _ADDED:
+                pass
+            elif not isinstance(value, dict):
                 kind = "an array" if isinstance(value, list) else "a scalar"
                 dead.add(origin, line, f"line {line} holds {kind}, not a JSON object")
                 continue
-            if "Event" in value:
+            elif "Event" in value:
                 self._add(builder, value, line, text)
             else:
-                builder.add_flat(value, line, text)  # NXLog / OTRF: the common case, called directly
+                builder.add_flat(value, line, text)  # NXLog / OTRF lines the C builder left
             size += len(text)
             # Rows alone do not bound memory: OTRF events carry kilobytes of rendered `Message`.
             if builder.n >= self.batch_size or size >= BATCH_BYTES:
@@ -132,8 +136,13 @@ class WindowsJsonSource(Source):
         else:
             builder.add_flat(value, line, text)
 
-    def _values(self, stream: BinaryIO, origin: str, dead: DeadLetter) -> Iterator[tuple[int, Any, bytes]]:
-        """(line, decoded value, its text) triples: JSON lines fast, anything else split by structure."""
+    def _values(
+        self, stream: BinaryIO, origin: str, dead: DeadLetter, add_line: Callable[[bytes, int], bool]
+    ) -> Iterator[tuple[int, Any, bytes]]:
+        """(line, decoded value, its text) triples: JSON lines fast, anything else split by structure.
+
+        A flat object line `add_line` took (the C builder) comes as `_ADDED` instead of its value.
+        """
         number = 0
         readline = stream.readline
         while raw := readline(MAX_LINE + 1):
@@ -144,6 +153,9 @@ class WindowsJsonSource(Source):
             # JSON allows the whitespace around a value: a line is decoded as read, not copied
             # stripped first (OTRF lines carry kilobytes).
             text = raw.removeprefix(_BOM).lstrip() if number == 1 else raw
+            if add_line(text, number):
+                yield number, _ADDED, text
+                continue
             try:
                 value = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
