@@ -6,6 +6,7 @@ Events are written through `LakeWriter` (independent of the source parsers) and 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import watchkeeper.cli  # noqa: F401  (registers every command on the app)
@@ -26,6 +29,7 @@ from watchkeeper.cli.app import app
 from watchkeeper.errors import LakeError
 from watchkeeper.events import RESERVED_COLUMNS, batch_from_rows
 from watchkeeper.lake import EVENT_ID, Lake, LakeWriter, layout
+from watchkeeper.lake import writer as writer_module
 from watchkeeper.lake.writer import write_parquet
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
@@ -294,3 +298,32 @@ def test_unsafe_source_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LakeError), LakeWriter(tmp_path) as writer:
         writer.write(batch_from_rows([{"_source": "../escape", "m": "x"}]))
     assert not visible_files(tmp_path)
+
+
+def test_event_ids_are_computed_in_c_where_built() -> None:
+    if writer_module._eventid is None and not os.environ.get("CI"):
+        pytest.skip("the C event-id module was not built (no C compiler at install); CI always builds it")
+    assert writer_module._eventid is not None, "watchkeeper.lake._eventid is missing: `pip install -e .` builds it"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=40), st.integers(0, 5), st.booleans())
+def test_event_id_digests_are_md5_whatever_the_bytes(values: list[bytes], skip: int, large: bool) -> None:
+    # Around the 55/56/64-byte padding edges too (binary sizes run up to 300).
+    column = pa.array(values, pa.large_binary() if large else pa.binary()).slice(min(skip, len(values)))
+    expected = [hashlib.md5(v).hexdigest() for v in column.to_pylist()]
+    assert writer_module.md5_hex(column).to_pylist() == expected
+
+
+def test_event_ids_are_unchanged_by_the_c_digests() -> None:
+    # Ids are stored in lakes: the C module must give the ids hashlib gave for the same events.
+    batch = batch_from_rows([{"_source": "generic.json", "_record": i, **row}
+                             for i, row in enumerate([{"a": "x", "b": "1"}, {"a": "y\x1fz"}, {}])])
+    ids = writer_module.event_ids(batch, "generic.json").to_pylist()
+    saved = writer_module._eventid
+    writer_module._eventid = None
+    try:
+        assert writer_module.event_ids(batch, "generic.json").to_pylist() == ids
+    finally:
+        writer_module._eventid = saved
+    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)

@@ -126,6 +126,25 @@ skip_ws(const unsigned char *p, const unsigned char *end)
     return p;
 }
 
+/* The first of the next bytes that may end or escape a string (a quote, a backslash, a control
+ * character or a byte >= 0x80), or a point before it: eight bytes are tested at once while they
+ * hold none of them (SWAR: a byte is zero in `v` where `(v - 0x01..) & ~v & 0x80..` is set). */
+static inline const unsigned char *
+plain_run(const unsigned char *p, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        uint64_t special = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | (w - ones * 0x20) | w;
+        if (special & highs)
+            break;
+        p += 8;
+    }
+    return p;
+}
+
 /* One UTF-8 sequence starting at a byte >= 0x80, strictly (no overlongs, no surrogates). */
 static inline const unsigned char *
 utf8_seq(const unsigned char *p, const unsigned char *end)
@@ -274,6 +293,9 @@ string_value(Builder *b, const unsigned char *line, const unsigned char *p, cons
 {
     const unsigned char *start = p;
     while (p < end) {
+        p = plain_run(p, end);
+        if (p >= end)
+            break;
         unsigned c = *p;
         if (c == '"') {
             e->in_scratch = 0;
@@ -928,6 +950,7 @@ add_one(Builder *b, const unsigned char *line, const unsigned char *end, Py_ssiz
         if (p >= end || *p != '"')
             return 0;
         const unsigned char *key = ++p;
+        p = plain_run(p, end);
         while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
             if (*p >= 0x80) {
                 if ((p = utf8_seq(p, end)) == NULL)

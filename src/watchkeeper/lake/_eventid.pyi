@@ -1,0 +1,3 @@
+from _typeshed import ReadableBuffer
+
+def md5_hex(offsets: ReadableBuffer, data: ReadableBuffer, first: int, count: int, wide: bool, /) -> bytes: ...
