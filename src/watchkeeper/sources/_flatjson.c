@@ -58,6 +58,7 @@ typedef struct {
     int late;               /* an array or a boolean: stored after the row's strings and numbers */
     int present;            /* has a value (null has none; nor, for Windows, an empty text) */
     int null;               /* JSON null: for JSON lines, still places its column in the order */
+    int escaped;            /* a span of the line still to decode (`settle`) */
     int in_scratch;         /* the text lies in the scratch buffer (decoded), else in the line */
     Py_ssize_t start, len;  /* len 0: no value (null, empty string, empty array) */
 } Entry;
@@ -196,42 +197,38 @@ hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
     return 0;
 }
 
-/* The rest of a string whose escapes are decoded into the scratch buffer; `p` is at a backslash. */
+/* The end of a string (after its closing quote; `p` is after the opening one), every escape and
+ * UTF-8 sequence checked on the way, `*escaped` set when it holds an escape; NULL when invalid.
+ * Decoding waits until the value is known to be kept (`decode`): most escaped text (a Windows
+ * event's rendered `Message`) belongs to fields a hunt does not read. */
 static const unsigned char *
-string_escaped(Builder *b, const unsigned char *p, const unsigned char *end, int *failed)
+string_end(const unsigned char *p, const unsigned char *end, int *escaped)
 {
     while (p < end) {
+        p = plain_run(p, end);
+        if (p >= end)
+            break;
         unsigned c = *p;
         if (c == '"')
             return p + 1;
         if (c < 0x20)
             return NULL;
-        if (c != '\\') {
-            const unsigned char *q = p + 1;
-            if (c >= 0x80 && (q = utf8_seq(p, end)) == NULL)
+        if (c >= 0x80) {
+            if ((p = utf8_seq(p, end)) == NULL)
                 return NULL;
-            /* A run of plain bytes is copied at once. */
-            while (q < end && *q != '"' && *q != '\\' && *q >= 0x20 && *q < 0x80)
-                q++;
-            if (scratch_put(b, (const char *)p, q - p) < 0) {
-                *failed = 1;
-                return NULL;
-            }
-            p = q;
             continue;
         }
+        if (c != '\\') {
+            p++;
+            continue;
+        }
+        *escaped = 1;
         if (end - p < 2)
             return NULL;
-        char one;
         switch (p[1]) {
-        case '"': one = '"'; break;
-        case '\\': one = '\\'; break;
-        case '/': one = '/'; break;
-        case 'b': one = '\b'; break;
-        case 'f': one = '\f'; break;
-        case 'n': one = '\n'; break;
-        case 'r': one = '\r'; break;
-        case 't': one = '\t'; break;
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            p += 2;
+            continue;
         case 'u': {
             unsigned cp, low;
             if (hex4(p + 2, end, &cp) < 0)
@@ -243,6 +240,43 @@ string_escaped(Builder *b, const unsigned char *p, const unsigned char *end, int
                 if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &low) < 0
                     || low < 0xDC00 || low > 0xDFFF)
                     return NULL;
+                p += 6;
+            }
+            continue;
+        }
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* The text of a string `string_end` checked (between its quotes), escapes decoded, appended to
+ * the scratch buffer; -1 when out of memory. */
+static int
+decode(Builder *b, const unsigned char *p, const unsigned char *end)
+{
+    while (p < end) {
+        const unsigned char *slash = memchr(p, '\\', (size_t)(end - p));
+        const unsigned char *stop = slash ? slash : end;
+        if (stop > p && scratch_put(b, (const char *)p, stop - p) < 0)
+            return -1;
+        if (slash == NULL)
+            break;
+        p = slash;
+        char one;
+        switch (p[1]) {
+        case 'b': one = '\b'; break;
+        case 'f': one = '\f'; break;
+        case 'n': one = '\n'; break;
+        case 'r': one = '\r'; break;
+        case 't': one = '\t'; break;
+        case 'u': {
+            unsigned cp = 0, low = 0xDC00;  /* both checked by `string_end` */
+            hex4(p + 2, end, &cp);
+            p += 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                hex4(p + 2, end, &low);
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
                 p += 6;
             }
@@ -267,67 +301,49 @@ string_escaped(Builder *b, const unsigned char *p, const unsigned char *end, int
                 u[3] = (char)(0x80 | (cp & 0x3F));
                 n = 4;
             }
-            if (scratch_put(b, u, n) < 0) {
-                *failed = 1;
-                return NULL;
-            }
+            if (scratch_put(b, u, n) < 0)
+                return -1;
             continue;
         }
-        default:
-            return NULL;
+        default: one = (char)p[1]; break;  /* ", \ and / stand for themselves */
         }
-        if (scratch_put(b, &one, 1) < 0) {
-            *failed = 1;
-            return NULL;
-        }
+        if (scratch_put(b, &one, 1) < 0)
+            return -1;
         p += 2;
     }
-    return NULL;
+    return 0;
 }
 
-/* A string value; `p` is after its opening quote. Its text is a span of the line when it has no
- * escapes, else decoded into the scratch buffer. */
+/* A string value; `p` is after its opening quote. Its text is a span of the line, to be decoded
+ * (`settle`) if it holds escapes and is kept. */
 static const unsigned char *
-string_value(Builder *b, const unsigned char *line, const unsigned char *p, const unsigned char *end,
-             Entry *e, int *failed)
+string_value(const unsigned char *line, const unsigned char *p, const unsigned char *end, Entry *e)
 {
-    const unsigned char *start = p;
-    while (p < end) {
-        p = plain_run(p, end);
-        if (p >= end)
-            break;
-        unsigned c = *p;
-        if (c == '"') {
-            e->in_scratch = 0;
-            e->start = start - line;
-            e->len = p - start;
-            return p + 1;
-        }
-        if (c == '\\')
-            break;
-        if (c < 0x20)
-            return NULL;
-        if (c >= 0x80) {
-            if ((p = utf8_seq(p, end)) == NULL)
-                return NULL;
-        } else {
-            p++;
-        }
-    }
-    if (p >= end)
+    int escaped = 0;
+    const unsigned char *after = string_end(p, end, &escaped);
+    if (after == NULL)
         return NULL;
+    e->in_scratch = 0;
+    e->escaped = escaped;
+    e->start = p - line;
+    e->len = after - 1 - p;
+    return after;
+}
+
+/* An entry's escaped text decoded into the scratch buffer, once; -1 when out of memory. */
+static int
+settle(Builder *b, const unsigned char *line, Entry *e)
+{
+    if (!e->escaped)
+        return 0;
     Py_ssize_t mark = b->scratch_len;
-    if (scratch_put(b, (const char *)start, p - start) < 0) {
-        *failed = 1;
-        return NULL;
-    }
-    p = string_escaped(b, p, end, failed);
-    if (p == NULL)
-        return NULL;
+    if (decode(b, line + e->start, line + e->start + e->len) < 0)
+        return -1;
+    e->escaped = 0;
     e->in_scratch = 1;
     e->start = mark;
     e->len = b->scratch_len - mark;
-    return p;
+    return 0;
 }
 
 /* An integer as JSON writes it, its magnitude and sign given back (for the record number).
@@ -528,7 +544,7 @@ list_value(Builder *b, const unsigned char *line, const unsigned char *p, const 
         if (p >= end)
             return NULL;
         const unsigned char *start = p, *after;
-        Entry item = {0, 0, 0, 0, 0, 0, 0, 0};
+        Entry item = {0, 0, 0, 0, 0, 0, 0, 0, 0};
         Py_ssize_t before = b->scratch_len;
         if (parts && scratch_put(b, b->jsonlines ? "," : "\n", 1) < 0) {
             *failed = 1;
@@ -536,9 +552,13 @@ list_value(Builder *b, const unsigned char *line, const unsigned char *p, const 
         }
         Py_ssize_t at = b->scratch_len;
         if (*p == '"') {
-            after = string_value(b, line, p + 1, end, &item, failed);
+            after = string_value(line, p + 1, end, &item);
             if (after == NULL)
                 return NULL;
+            if (settle(b, line, &item) < 0) {
+                *failed = 1;
+                return NULL;
+            }
             if (item.len == 0 && !b->jsonlines) {
                 b->scratch_len = before;  /* an empty string is no part */
             } else if (item.len == 0) {
@@ -984,9 +1004,9 @@ add_one(Builder *b, const unsigned char *line, const unsigned char *end, Py_ssiz
         if (b->route_key != NULL && key_len == b->route_key_len && memcmp(key, b->route_key, (size_t)key_len) == 0)
             route_entry = n;
         if (*p == '"') {
-            p = string_value(b, line, p + 1, end, e, &failed);
+            p = string_value(line, p + 1, end, e);
             if (p == NULL)
-                return failed ? -1 : 0;
+                return 0;
             e->is_text = 1;
             e->present = e->len > 0 || !windows;
         } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
@@ -1041,6 +1061,8 @@ object_end:
     Py_ssize_t route_len = 0;
     if (route_entry >= 0 && b->entries[route_entry].is_text && b->entries[route_entry].len) {
         Entry *e = &b->entries[route_entry];
+        if (settle(b, line, e) < 0)
+            return -1;
         route_value = e->in_scratch ? b->scratch + e->start : (const char *)line + e->start;
         route_len = e->len;
     }
@@ -1057,6 +1079,9 @@ object_end:
             return -1;
         e->present &= k;
         e->null &= k;
+        /* Decoded now, before any pointer into the scratch buffer is taken. */
+        if (e->present && settle(b, line, e) < 0)
+            return -1;
     }
     /* Windows: digests of the kept hash lists (`Hashes`, then `Hash`), fields of their own where
      * the route keeps them and the record has none of that name. */
