@@ -79,6 +79,7 @@ typedef struct {
     char *scratch;
     Py_ssize_t scratch_len, scratch_cap;
     uint64_t serial;
+    int last_slots[MAX_ENTRIES]; /* the slot of each key position of the line before (-1: none) */
     int jsonlines;          /* `lines.text_of` rendering, else `windows.scalar` (see the header) */
 } Builder;
 
@@ -832,9 +833,18 @@ column_fill(Column *c, Py_ssize_t rows)
     return 0;
 }
 
-static int
+static inline int
 column_append(Column *c, Py_ssize_t row, const char *text, Py_ssize_t n)
 {
+    if (row == c->rows && row + 2 <= c->rows_cap && c->len + n <= c->cap && row > 0) {
+        /* The common case: the next row, room for it. */
+        memcpy(c->data + c->len, text, (size_t)n);
+        c->len += n;
+        c->valid[row] = 1;
+        c->offsets[row + 1] = (int32_t)c->len;
+        c->rows = row + 1;
+        return 0;
+    }
     if (column_fill(c, row + 1) < 0 || grow(&c->data, &c->cap, c->len + n) < 0) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
@@ -898,6 +908,8 @@ Builder_init(Builder *b, PyObject *args, PyObject *kwds)
     }
     for (int i = 0; i < KEY_TABLE; i++)
         b->table[i] = -1;
+    for (int i = 0; i < MAX_ENTRIES; i++)
+        b->last_slots[i] = -1;
     Py_INCREF(decide);
     b->decide = decide;
     b->jsonlines = jsonlines;
@@ -988,11 +1000,17 @@ add_one(Builder *b, const unsigned char *line, const unsigned char *end, Py_ssiz
         p = skip_ws(p + 1, end);
         if (p >= end || n >= MAX_ENTRIES)
             return 0;
-        int s = slot_of(b, key, key_len);
-        if (s == -2)
-            return -1;
-        if (s < 0)
-            return 0;
+        /* Lines of one log repeat their keys in order: the key at this position last time is
+         * compared first, the table searched only when it differs. */
+        int s = b->last_slots[n];
+        if (s < 0 || b->slots[s].len != key_len || memcmp(b->slots[s].key, key, (size_t)key_len) != 0) {
+            s = slot_of(b, key, key_len);
+            if (s == -2)
+                return -1;
+            if (s < 0)
+                return 0;
+            b->last_slots[n] = s;
+        }
         Slot *slot = &b->slots[s];
         if (slot->stamp == serial)
             return 0;  /* a key given twice: JSON keeps the last value, in the first one's place */
