@@ -6,11 +6,14 @@
  * is kept (asking Python once per spelling and route) and appends the values' text to growing
  * column buffers that become Arrow arrays as they are.
  *
- * It takes only what it renders exactly as the Python reader does (`ColumnBuilder.add_flat`):
- * an object whose values are strings, integers, booleans, nulls or arrays of those. Anything else
- * (a float, a nested object, a duplicate or escaped key, invalid JSON or UTF-8, a `Hashes` field)
- * is declined before anything is stored, and the Python reader takes that line: it stays the
- * reference, and the tests hold both to the same output.
+ * It takes only what it renders exactly as the Python reader does, in one of two modes: Windows
+ * (`ColumnBuilder.add_flat`: empty texts absent, lists joined by newlines, `Hashes` split, the
+ * record number from `RecordNumber`) or JSON lines (`lines.text_of`: empty texts kept, lists joined
+ * by commas, floats as Python prints them) — an object whose values are strings, integers, booleans,
+ * nulls or arrays of those (and floats, for JSON lines). Anything else (a nested object, a duplicate
+ * or escaped key, invalid JSON or UTF-8, an integer beyond 64 bits) is declined before anything is
+ * stored, and the Python reader takes that line: it stays the reference, and the tests hold both to
+ * the same output.
  *
  * The input is untrusted: every read is bounded by the line's end, every table by a fixed size.
  */
@@ -1201,6 +1204,20 @@ ready(Builder *b)
     return 1;
 }
 
+/* A row number argument: 0, or -1 with an exception set. */
+static int
+row_arg(PyObject *arg, Py_ssize_t *row)
+{
+    *row = PyLong_AsSsize_t(arg);
+    if (*row == -1 && PyErr_Occurred())
+        return -1;
+    if (*row < 0) {
+        PyErr_SetString(PyExc_ValueError, "row must not be negative");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 Builder_add(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1208,18 +1225,12 @@ Builder_add(Builder *b, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "add(line, row, number) takes three arguments");
         return NULL;
     }
-    if (!ready(b))
-        return NULL;
-    Py_ssize_t row = PyLong_AsSsize_t(args[1]);
-    if (row == -1 && PyErr_Occurred())
+    Py_ssize_t row;
+    if (!ready(b) || row_arg(args[1], &row) < 0)
         return NULL;
     long long number = PyLong_AsLongLong(args[2]);
     if (number == -1 && PyErr_Occurred())
         return NULL;
-    if (row < 0) {
-        PyErr_SetString(PyExc_ValueError, "row must not be negative");
-        return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -1241,15 +1252,9 @@ Builder_add_lines(Builder *b, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "add_lines(block, row) takes two arguments");
         return NULL;
     }
-    if (!ready(b))
+    Py_ssize_t row;
+    if (!ready(b) || row_arg(args[1], &row) < 0)
         return NULL;
-    Py_ssize_t row = PyLong_AsSsize_t(args[1]);
-    if (row == -1 && PyErr_Occurred())
-        return NULL;
-    if (row < 0) {
-        PyErr_SetString(PyExc_ValueError, "row must not be negative");
-        return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
