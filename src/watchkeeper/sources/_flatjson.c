@@ -1244,7 +1244,8 @@ Builder_add(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* add_lines(block, row): the block's lines (each ended by a newline, the last maybe not) as rows
- * from `row` on, up to the first line declined; returns how many were taken. */
+ * from `row` on, up to the first line declined; returns (how many were taken, whether that was
+ * every line). */
 static PyObject *
 Builder_add_lines(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1275,7 +1276,7 @@ Builder_add_lines(Builder *b, PyObject *const *args, Py_ssize_t nargs)
     PyBuffer_Release(&view);
     if (done < 0)
         return NULL;
-    return PyLong_FromSsize_t(taken);
+    return Py_BuildValue("(nO)", taken, p >= end ? Py_True : Py_False);
 }
 
 /* The batch's columns as (name, first row with a value, validity bitmap or None, int32 offsets, data),
@@ -1349,7 +1350,7 @@ static PyMethodDef Builder_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Builder_add, METH_FASTCALL,
      "add(line, row, number) -> the record number, or -1 when the line is left to the Python reader."},
     {"add_lines", (PyCFunction)(void (*)(void))Builder_add_lines, METH_FASTCALL,
-     "add_lines(block, row) -> how many of the block's lines were taken as rows from `row` on (up to the first declined)."},
+     "add_lines(block, row) -> (how many of the block's lines became rows from `row` on, whether all did)."},
     {"build", (PyCFunction)Builder_build, METH_O,
      "build(n) -> [(name, first row, validity or None, offsets, data)] of the batch's n rows; starts the next."},
     {NULL, NULL, 0, NULL},

@@ -46,9 +46,9 @@ class FlatColumns:
         #: add(line, row, number) -> the record number (a `RecordNumber` the line gives, else
         #: `number`), or -1 when the line is the Python reader's. Bound once: called per line.
         self.add: Callable[[bytes, int, int], int] = self._builder.add
-        #: add_lines(block, row) -> how many of the block's lines (from the first) became rows
-        #: from `row` on: it stops at the first line declined.
-        self.add_lines: Callable[[bytes, int], int] = self._builder.add_lines
+        #: add_lines(block, row) -> (how many of the block's lines became rows from `row` on,
+        #: whether all did): it stops at the first line declined.
+        self.add_lines: Callable[[bytes, int], tuple[int, bool]] = self._builder.add_lines
 
     def build(self, n: int) -> dict[str, tuple[int, pa.Array]]:
         """The batch's columns of `n` rows: spelling -> (first row with a value, values), in that order."""

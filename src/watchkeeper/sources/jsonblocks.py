@@ -123,12 +123,11 @@ def _columnar(block: bytes, hints: dict[str, pa.DataType], max_line: int) -> pa.
 
 def _built(block: bytes, fast: FlatColumns, max_line: int) -> pa.Table | None:
     """The block as text columns by the C builder, or None when a line of it is the line path's."""
-    lines = block.count(b"\n")
-    if lines == 0 or _has_long_line(block, max_line):
+    if not block.endswith(b"\n") or _has_long_line(block, max_line):
         return None  # over-long lines: the line path reports and skips them
-    taken = fast.add_lines(block, 0)
+    taken, whole = fast.add_lines(block, 0)
     built = fast.build(taken)
-    if taken != lines or not built:
+    if not whole or not built:
         return None  # a line C declined (invalid, nested, blank), or rows without a value (`{}`)
     return pa.Table.from_arrays([array for _, array in built.values()], names=list(built))
 
