@@ -327,3 +327,18 @@ def test_event_ids_are_unchanged_by_the_c_digests() -> None:
     finally:
         writer_module._eventid = saved
     assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)
+
+
+def test_the_c_digests_refuse_offsets_outside_their_buffers() -> None:
+    if writer_module._eventid is None:
+        pytest.skip("the C event-id module was not built")
+    offsets = pa.array([0, 3, 6], pa.int32()).buffers()[1]
+    assert writer_module._eventid.md5_hex(offsets, b"abcdef", 0, 2, False) == (
+        hashlib.md5(b"abc").hexdigest() + hashlib.md5(b"def").hexdigest()
+    ).encode()
+    for first, count in ((1, 2), (0, 3), (2**62, 2**40), (-1, 1)):
+        with pytest.raises(ValueError, match="offsets"):
+            writer_module._eventid.md5_hex(offsets, b"abcdef", first, count, False)
+    backwards = pa.array([0, 5, 2], pa.int32()).buffers()[1]
+    with pytest.raises(ValueError, match="outside"):
+        writer_module._eventid.md5_hex(backwards, b"abcdef", 0, 2, False)

@@ -122,7 +122,8 @@ column_md5_hex(PyObject *module, PyObject *args)
         return NULL;
     PyObject *out = NULL;
     Py_ssize_t width = wide ? 8 : 4;
-    if (first < 0 || count < 0 || count > PY_SSIZE_T_MAX / 32 || (first + count + 1) > offsets.len / width) {
+    Py_ssize_t bounds = offsets.len / width;  /* offsets given */
+    if (first < 0 || count < 0 || count > PY_SSIZE_T_MAX / 32 || first >= bounds || count > bounds - first - 1) {
         PyErr_SetString(PyExc_ValueError, "offsets do not cover the values asked for");
         goto done;
     }

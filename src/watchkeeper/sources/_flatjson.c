@@ -839,6 +839,10 @@ column_fill(Column *c, Py_ssize_t rows)
 static inline int
 column_append(Column *c, Py_ssize_t row, const char *text, Py_ssize_t n)
 {
+    if (n > INT32_MAX - c->len) {  /* Arrow string offsets are 32-bit */
+        PyErr_SetString(PyExc_OverflowError, "a column of this batch exceeds 2 GiB");
+        return -1;
+    }
     if (row == c->rows && row + 2 <= c->rows_cap && c->len + n <= c->cap && row > 0) {
         /* The common case: the next row, room for it. */
         memcpy(c->data + c->len, text, (size_t)n);
@@ -1146,12 +1150,10 @@ object_end:
         if (!e->present)
             continue;
         Slot *slot = &b->slots[e->slot];
-        if (slot->col.rows > row) {
-            PyErr_SetString(PyExc_ValueError, "rows must be added in order");
-            return -1;
-        }
-        if (slot->col.len + e->len > INT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "a column of this batch exceeds 2 GiB");
+        if (slot->col.rows > row || slot->col.len + e->len > INT32_MAX) {
+            /* Checked before any value is stored: an error leaves no half row. */
+            PyErr_SetString(slot->col.rows > row ? PyExc_ValueError : PyExc_OverflowError,
+                            slot->col.rows > row ? "rows must be added in order" : "a column of this batch exceeds 2 GiB");
             return -1;
         }
     }
