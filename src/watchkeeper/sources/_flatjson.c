@@ -63,7 +63,7 @@ typedef struct {
     int null;               /* JSON null: for JSON lines, still places its column in the order */
     int escaped;            /* a span of the line still to decode (`settle`) */
     int in_scratch;         /* the text lies in the scratch buffer (decoded), else in the line */
-    Py_ssize_t start, len;  /* len 0: no value (null, empty string, empty array) */
+    Py_ssize_t start, len;  /* the text: a span of the line, or of the scratch buffer */
 } Entry;
 
 typedef struct {
