@@ -342,3 +342,20 @@ def test_the_c_digests_refuse_offsets_outside_their_buffers() -> None:
     backwards = pa.array([0, 5, 2], pa.int32()).buffers()[1]
     with pytest.raises(ValueError, match="outside"):
         writer_module._eventid.md5_hex(backwards, b"abcdef", 0, 2, False)
+
+
+def test_a_file_leaves_out_fields_none_of_its_events_has(tmp_path: Path) -> None:
+    # One batch over three days; `rare` has a value on one day only: the other days' files leave
+    # it out, and the lake reads it as null there.
+    batch = batch_from_rows([{"_source": "test.app", "_record": i, "_time": DAY + timedelta(days=i % 3),
+                              "msg": f"event {i}", **({"rare": "x"} if i == 4 else {})} for i in range(9)])
+    with LakeWriter(tmp_path) as writer:
+        writer.write(batch)
+    schemas = {f.parent.name: set(pq.read_schema(f).names) for f in visible_files(tmp_path)}
+    assert len(schemas) == 3 and [day for day, names in schemas.items() if "rare" in names] == ["day=2024-03-02"]
+    assert all(set(RESERVED_COLUMNS) | {"msg", EVENT_ID} <= names for names in schemas.values())
+    assert query(tmp_path, "SELECT count(rare) AS kept, count(*) AS n FROM test_app") == [{"kept": 1, "n": 9}]
+    assert query(tmp_path, "SELECT count(*) AS n FROM events") == [{"n": 9}]
+    with LakeWriter(tmp_path) as writer:
+        writer.write(batch)  # the ids do not depend on the columns a file kept
+    assert writer.stats.sources["test.app"].duplicates == 9
