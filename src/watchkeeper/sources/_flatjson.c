@@ -1206,36 +1206,40 @@ ready(Builder *b)
     return 1;
 }
 
-/* A row number argument: 0, or -1 with an exception set. */
+/* The arguments both methods start with — a bytes-like line or block, a row number — checked,
+ * the buffer acquired (release it): 0, or -1 with an exception set. */
 static int
-row_arg(PyObject *arg, Py_ssize_t *row)
+begin(Builder *b, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage, Py_buffer *view,
+      Py_ssize_t *row)
 {
-    *row = PyLong_AsSsize_t(arg);
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", usage, want);
+        return -1;
+    }
+    if (!ready(b))
+        return -1;
+    *row = PyLong_AsSsize_t(args[1]);
     if (*row == -1 && PyErr_Occurred())
         return -1;
     if (*row < 0) {
         PyErr_SetString(PyExc_ValueError, "row must not be negative");
         return -1;
     }
-    return 0;
+    return PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE);
 }
 
 static PyObject *
 Builder_add(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "add(line, row, number) takes three arguments");
-        return NULL;
-    }
+    Py_buffer view;
     Py_ssize_t row;
-    if (!ready(b) || row_arg(args[1], &row) < 0)
+    if (begin(b, args, nargs, 3, "add(line, row, number)", &view, &row) < 0)
         return NULL;
     long long number = PyLong_AsLongLong(args[2]);
-    if (number == -1 && PyErr_Occurred())
+    if (number == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&view);
         return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
+    }
     long long record;
     const unsigned char *line = view.buf;
     int done = add_one(b, line, line + view.len, row, number, &record);
@@ -1251,15 +1255,9 @@ Builder_add(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Builder_add_lines(Builder *b, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add_lines(block, row) takes two arguments");
-        return NULL;
-    }
-    Py_ssize_t row;
-    if (!ready(b) || row_arg(args[1], &row) < 0)
-        return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Py_ssize_t row;
+    if (begin(b, args, nargs, 2, "add_lines(block, row)", &view, &row) < 0)
         return NULL;
     const unsigned char *p = view.buf, *end = p + view.len;
     Py_ssize_t taken = 0;

@@ -35,6 +35,10 @@ def available() -> bool:
     return _flatjson is not None
 
 
+def _enabled() -> bool:
+    return _flatjson is not None and not os.environ.get(DISABLE_VARIABLE)
+
+
 class FlatColumns:
     """Columns of flat JSON lines, built in C: `add` a line as a row, `build` the batch's arrays."""
 
@@ -63,16 +67,12 @@ class FlatColumns:
 
 def flat_columns(decide: Callable[[str | None, str], bool], route: str | None) -> FlatColumns | None:
     """A C builder deciding kept fields with `decide(route value, field)`; None when unavailable or disabled."""
-    if _flatjson is None or os.environ.get(DISABLE_VARIABLE):
-        return None
-    return FlatColumns(decide, route)
+    return FlatColumns(decide, route) if _enabled() else None
 
 
 def text_columns() -> FlatColumns | None:
     """A C builder of JSON lines' text columns (`lines.text_of`); None when unavailable or disabled."""
-    if _flatjson is None or os.environ.get(DISABLE_VARIABLE):
-        return None
-    return FlatColumns(_keep_all, None, jsonlines=True)
+    return FlatColumns(_keep_all, None, jsonlines=True) if _enabled() else None
 
 
 def _keep_all(route: str | None, key: str) -> bool:
